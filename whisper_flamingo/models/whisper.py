@@ -1,0 +1,370 @@
+"""Whisper in plain PyTorch: variable-length encoder, decoder with an explicit KV cache.
+
+The module tree and ``state_dict`` key names are exactly those of openai-whisper's ``model.py``
+(``encoder.conv1``, ``encoder.blocks.N.attn.query`` ... ``decoder.ln``), so an openai-whisper
+checkpoint loads with ``strict=True``.  Differences from upstream:
+
+* the encoder accepts any number of mel frames (no 30 s padding); the sinusoidal table is sliced to
+  the output length and inputs longer than ``n_audio_ctx`` encoder frames are cropped (one warning);
+* decoding uses a :class:`KVCache` object instead of forward hooks: cross-attention keys/values are
+  computed once per utterance and shared by its beams, self-attention keys/values grow per step,
+  and :meth:`KVCache.reorder` follows beam search and drops finished rows;
+* decoder blocks take an optional ``xv`` (video features) so that stage-2 gated cross-attention can
+  be added in front of self-attention without changing call sites.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from whisper.model import ModelDimensions
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ModelDimensions", "Whisper", "AudioEncoder", "TextDecoder", "KVCache", "LayerCache",
+           "MultiHeadAttention", "ResidualAttentionBlock", "LayerNorm", "sinusoids"]
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 and cast back (keeps fp16/bf16 models stable)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.float()).type(x.dtype)
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Tensor:
+    """The fixed sinusoidal position table of Whisper's encoder, shape ``(length, channels)``."""
+    if channels % 2:
+        raise ValueError(f"sinusoids need an even number of channels, got {channels}")
+    step = np.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-step * torch.arange(channels // 2))
+    scaled = torch.arange(length)[:, None] * inv_timescales[None, :]
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
+
+
+class MultiHeadAttention(nn.Module):
+    """Whisper attention: ``query``/``value``/``out`` with bias, ``key`` without."""
+
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.key = nn.Linear(n_state, n_state, bias=False)
+        self.value = nn.Linear(n_state, n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def _split(self, x: Tensor) -> Tensor:
+        """(B, T, d) -> (B, H, T, d/H)."""
+        return x.view(*x.shape[:2], self.n_head, -1).transpose(1, 2)
+
+    def _merge(self, x: Tensor) -> Tensor:
+        """(B, H, T, d/H) -> (B, T, d) through the output projection."""
+        return self.out(x.transpose(1, 2).flatten(start_dim=2))
+
+    def kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of ``source`` (B, T, d), each split into heads (B, H, T, d/H)."""
+        return self._split(self.key(source)), self._split(self.value(source))
+
+    def forward(self, x: Tensor, xa: Tensor | None = None, causal: bool = False) -> Tensor:
+        """Self-attention over ``x`` (``causal`` masks the future) or cross-attention to ``xa``."""
+        q = self._split(self.query(x))
+        k, v = self.kv(x if xa is None else xa)
+        return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=causal and x.shape[1] > 1))
+
+    def forward_cached(self, x: Tensor, cache: LayerCache) -> Tensor:
+        """Causal self-attention of the new positions ``x`` (R, L, d) against the cache."""
+        q = self._split(self.query(x))
+        k, v = cache.append(*self.kv(x))
+        length, offset = x.shape[1], cache.offset
+        mask, causal = None, False
+        if length > 1 and offset == 0:
+            causal = True
+        elif length > 1:  # queries sit at offset..offset+L-1: bottom-right aligned causal mask
+            pos_q = torch.arange(offset, offset + length, device=x.device)
+            mask = torch.arange(offset + length, device=x.device)[None, :] <= pos_q[:, None]
+        return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal))
+
+    def forward_static(self, x: Tensor, k: Tensor, v: Tensor, group: int = 1) -> Tensor:
+        """Attention of ``x`` (R, L, d) to precomputed ``k``/``v`` (R // group, H, T, d/H).
+
+        Row ``r`` of ``x`` attends to entry ``r // group``; the ``group`` rows that share an entry
+        are folded into the query length, so keys/values are never copied per beam.
+        """
+        q = self._split(self.query(x))  # (R, H, L, Dh)
+        if group == 1:
+            return self._merge(F.scaled_dot_product_attention(q, k, v))
+        rows, heads, length, dh = q.shape
+        q = q.reshape(rows // group, group, heads, length, dh).transpose(1, 2)
+        a = F.scaled_dot_product_attention(q.reshape(rows // group, heads, group * length, dh), k, v)
+        a = a.reshape(rows // group, heads, group, length, dh).transpose(1, 2)
+        return self._merge(a.reshape(rows, heads, length, dh))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN transformer block: self-attention, optional cross-attention, MLP.
+
+    Decoder blocks accept ``xv`` (video features); stage-2 gated cross-attention layers are inserted
+    before self-attention and use it.  Plain blocks ignore it.
+    """
+
+    def __init__(self, n_state: int, n_head: int, cross_attention: bool = False):
+        super().__init__()
+        self.attn = MultiHeadAttention(n_state, n_head)
+        self.attn_ln = LayerNorm(n_state)
+        self.cross_attn = MultiHeadAttention(n_state, n_head) if cross_attention else None
+        self.cross_attn_ln = LayerNorm(n_state) if cross_attention else None
+        n_mlp = n_state * 4
+        self.mlp = nn.Sequential(nn.Linear(n_state, n_mlp), nn.GELU(), nn.Linear(n_mlp, n_state))
+        self.mlp_ln = LayerNorm(n_state)
+
+    def static_kv(self, xa: Tensor, xv: Tensor | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+        """Keys/values that stay fixed during decoding (computed once per utterance)."""
+        if self.cross_attn is None:
+            return {}
+        return {"cross_attn": self.cross_attn.kv(xa)}
+
+    def forward(self, x: Tensor, xa: Tensor | None = None, *, causal: bool = False,
+                cache: LayerCache | None = None, xv: Tensor | None = None) -> Tensor:
+        if cache is None:
+            x = x + self.attn(self.attn_ln(x), causal=causal)
+            if self.cross_attn is not None:
+                x = x + self.cross_attn(self.cross_attn_ln(x), xa)
+        else:
+            x = x + self.attn.forward_cached(self.attn_ln(x), cache)
+            if self.cross_attn is not None:
+                k, v = cache.static("cross_attn")
+                x = x + self.cross_attn.forward_static(self.cross_attn_ln(x), k, v, cache.group)
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class AudioEncoder(nn.Module):
+    """Two convolutions (the second with stride 2), sinusoidal positions, transformer, ``ln_post``."""
+
+    def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+        super().__init__()
+        self.n_ctx = n_ctx
+        self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", sinusoids(n_ctx, n_state))
+        self.blocks = nn.ModuleList([ResidualAttentionBlock(n_state, n_head) for _ in range(n_layer)])
+        self.ln_post = LayerNorm(n_state)
+        self._warned_crop = False
+
+    def forward(self, mel: Tensor) -> Tensor:
+        """``mel`` (B, n_mels, T) -> features (B, min(ceil(T/2), n_ctx), d)."""
+        n_frames = mel.shape[-1]
+        if n_frames > 2 * self.n_ctx:
+            if not self._warned_crop:
+                log.warning("input of %d mel frames is longer than %d encoder frames (%.0f s); using the "
+                            "first %d (this warning is shown once)", n_frames, self.n_ctx,
+                            self.n_ctx / 50, self.n_ctx)
+                self._warned_crop = True
+            # conv2 frame n_ctx-1 reads mel frames up to 2*n_ctx: cropping here is exact
+            mel = mel[..., : 2 * self.n_ctx + 1]
+        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv2(x)).transpose(1, 2)[:, : self.n_ctx]
+        x = (x + self.positional_embedding[: x.shape[1]]).to(x.dtype)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_post(x)
+
+
+class TextDecoder(nn.Module):
+    """Token + learned position embeddings, cross-attending blocks, ``ln``, tied output projection."""
+
+    def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+        super().__init__()
+        self.n_ctx = n_ctx
+        self.token_embedding = nn.Embedding(n_vocab, n_state)
+        self.positional_embedding = nn.Parameter(torch.empty(n_ctx, n_state))
+        self.blocks = nn.ModuleList(
+            [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)])
+        self.ln = LayerNorm(n_state)
+
+    def new_kv_cache(self, xa: Tensor, beams: int = 1, xv: Tensor | None = None) -> KVCache:
+        """A cache for ``xa.shape[0] * beams`` rows; fixed keys/values computed here, once."""
+        static = [block.static_kv(xa, xv=xv) for block in self.blocks]
+        return KVCache(static, n_utterances=xa.shape[0], beams=beams, n_ctx=self.n_ctx)
+
+    def forward(self, tokens: Tensor, xa: Tensor | None, cache: KVCache | None = None,
+                xv: Tensor | None = None) -> Tensor:
+        """Logits (B, L, n_vocab) in float32 for ``tokens`` (B, L).
+
+        Without a cache: teacher forcing over all positions.  With a cache: ``tokens`` are the new
+        positions only, cached cross-attention keys/values are used (``xa`` may be None) and
+        ``cache.offset`` advances by L.
+        """
+        offset = cache.offset if cache is not None else 0
+        length = tokens.shape[-1]
+        if offset + length > self.n_ctx:
+            raise ValueError(f"{offset + length} decoder positions exceed n_text_ctx={self.n_ctx}")
+        if cache is not None and tokens.shape[0] != cache.rows:
+            raise ValueError(f"tokens have {tokens.shape[0]} rows but the KV cache has {cache.rows}")
+        x = self.token_embedding(tokens) + self.positional_embedding[offset: offset + length]
+        dtype = cache.dtype if cache is not None and cache.dtype is not None else (
+            xa.dtype if xa is not None else x.dtype)
+        x = x.to(dtype)
+        for i, block in enumerate(self.blocks):
+            x = block(x, xa, causal=True, cache=None if cache is None else cache.layer(i), xv=xv)
+        if cache is not None:
+            cache.offset += length
+        x = self.ln(x)
+        return (x @ self.token_embedding.weight.to(x.dtype).T).float()
+
+
+class Whisper(nn.Module):
+    """Encoder-decoder Whisper with openai-whisper's parameter names."""
+
+    def __init__(self, dims: ModelDimensions):
+        super().__init__()
+        self.dims = dims
+        self.encoder = AudioEncoder(dims.n_mels, dims.n_audio_ctx, dims.n_audio_state,
+                                    dims.n_audio_head, dims.n_audio_layer)
+        self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state,
+                                   dims.n_text_head, dims.n_text_layer)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.dims.n_vocab >= 51865
+
+    @property
+    def num_languages(self) -> int:
+        return self.dims.n_vocab - 51765 - int(self.is_multilingual)
+
+    def embed_audio(self, mel: Tensor) -> Tensor:
+        """Encoder features (B, T', d) for ``mel`` (B, n_mels, T): T' = ceil(T/2) cropped to n_audio_ctx."""
+        return self.encoder(mel)
+
+    def logits(self, tokens: Tensor, audio_features: Tensor | None,
+               cache: KVCache | None = None) -> Tensor:
+        """Decoder logits (B, L, n_vocab) float32; with ``cache`` pass only the new tokens."""
+        return self.decoder(tokens, audio_features, cache)
+
+    def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
+        """Teacher-forced logits for ``tokens`` given ``mel``."""
+        return self.decoder(tokens, self.encoder(mel))
+
+    def new_kv_cache(self, audio_features: Tensor, beams: int = 1) -> KVCache:
+        """A decoding cache with ``B * beams`` rows (row r decodes utterance r // beams)."""
+        return self.decoder.new_kv_cache(audio_features, beams)
+
+
+class LayerCache:
+    """One decoder layer's view of a :class:`KVCache` (what a block needs)."""
+
+    __slots__ = ("_cache", "_layer")
+
+    def __init__(self, cache: KVCache, layer: int):
+        self._cache, self._layer = cache, layer
+
+    @property
+    def offset(self) -> int:
+        return self._cache.offset
+
+    @property
+    def group(self) -> int:
+        return self._cache.group
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return self._cache.append(self._layer, k, v)
+
+    def static(self, name: str) -> tuple[Tensor, Tensor]:
+        return self._cache.static_kv[self._layer][name]
+
+
+class KVCache:
+    """Decoder keys/values for incremental decoding.
+
+    * Self-attention: per layer, buffers (rows, H, capacity, Dh) filled up to ``offset``; capacity
+      doubles when needed (up to ``n_text_ctx``).
+    * Fixed ("static") keys/values, e.g. cross-attention to the audio: per layer a dict
+      ``name -> (k, v)`` with one entry per *group* of ``group`` consecutive rows.  Right after
+      :meth:`Whisper.new_kv_cache` an entry is an utterance and ``group == beams``.
+
+    ``offset`` is the number of positions decoded so far; ``row_utterance`` (CPU LongTensor) says
+    which input utterance each row belongs to.
+    """
+
+    def __init__(self, static_kv: list[dict[str, tuple[Tensor, Tensor]]], n_utterances: int,
+                 beams: int = 1, n_ctx: int = 448):
+        if beams < 1:
+            raise ValueError(f"beams must be >= 1, got {beams}")
+        self.offset = 0
+        self.n_ctx = n_ctx
+        self.static_kv = static_kv
+        self.group = beams
+        self.row_utterance = torch.arange(n_utterances).repeat_interleave(beams)
+        self._entry_utterance = torch.arange(n_utterances)
+        self._self_k: list[Tensor | None] = [None] * len(static_kv)
+        self._self_v: list[Tensor | None] = [None] * len(static_kv)
+        first = next((kv[0] for layer in static_kv for kv in layer.values()), None)
+        self.dtype = None if first is None else first.dtype
+
+    @property
+    def rows(self) -> int:
+        return len(self.row_utterance)
+
+    def layer(self, i: int) -> LayerCache:
+        return LayerCache(self, i)
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store new self-attention ``k``/``v`` (R, H, L, Dh) at ``offset``; return all so far."""
+        end = self.offset + k.shape[2]
+        buf_k, buf_v = self._self_k[layer], self._self_v[layer]
+        if buf_k is None or buf_k.shape[2] < end:
+            capacity = min(self.n_ctx, max(32, 2 ** math.ceil(math.log2(end))))
+            new_k = k.new_empty(*k.shape[:2], max(capacity, end), k.shape[3])
+            new_v = v.new_empty(*v.shape[:2], max(capacity, end), v.shape[3])
+            if buf_k is not None and self.offset:
+                new_k[:, :, : self.offset] = buf_k[:, :, : self.offset]
+                new_v[:, :, : self.offset] = buf_v[:, :, : self.offset]
+            buf_k, buf_v = self._self_k[layer], self._self_v[layer] = new_k, new_v
+        buf_k[:, :, self.offset: end] = k
+        buf_v[:, :, self.offset: end] = v
+        return buf_k[:, :, :end], buf_v[:, :, :end]
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index`` in that order (beam reordering, dropping finished rows).
+
+        Self-attention buffers are gathered.  Fixed keys/values are only touched when the row →
+        utterance layout changes (rows dropped or moved across utterances); they are regrouped per
+        utterance when rows stay in equal consecutive groups, else gathered per row.
+        """
+        index = torch.as_tensor(index, dtype=torch.long)
+        for store in (self._self_k, self._self_v):
+            for i, buf in enumerate(store):
+                if buf is not None:
+                    store[i] = buf.index_select(0, index.to(buf.device))
+        new_rows = self.row_utterance[index.cpu()]
+        if torch.equal(new_rows, self.row_utterance):
+            return
+        self.row_utterance = new_rows
+        if len(new_rows) == 0:
+            group, needed = 1, new_rows
+        else:
+            utts = torch.unique_consecutive(new_rows)
+            group = len(new_rows) // len(utts)
+            regular = len(new_rows) % len(utts) == 0 and torch.equal(
+                new_rows, utts.repeat_interleave(group))
+            needed = utts if regular else new_rows
+            group = group if regular else 1
+        first: dict[int, int] = {}
+        for pos, utt in enumerate(self._entry_utterance.tolist()):
+            first.setdefault(utt, pos)
+        select = torch.tensor([first[u] for u in needed.tolist()], dtype=torch.long)
+        if not torch.equal(select, torch.arange(len(self._entry_utterance))):
+            for layer in self.static_kv:
+                for name, (k, v) in layer.items():
+                    sel = select.to(k.device)
+                    layer[name] = (k.index_select(0, sel), v.index_select(0, sel))
+        self._entry_utterance = needed.clone()
+        self.group = group
