@@ -1,0 +1,82 @@
+"""The ``whisper-flamingo`` command: one entry point, one module per subcommand.
+
+Each subcommand lives in ``whisper_flamingo/commands/<name>.py`` and defines
+``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from whisper_flamingo.errors import WFError
+
+# subcommand name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train", "train from a YAML config (stage 1 audio-only or stage 2 audio-visual)"),
+    "decode": ("decode", "decode manifests over SNRs and modalities and score WER/CER/BLEU"),
+    "results": ("results", "tabulate and plot decode outputs"),
+    "convert": ("convert", "convert Whisper weights between openai-whisper, CTranslate2 and Hugging Face"),
+    "prepare": ("prepare", "prepare data (e.g. the synthetic MuAViC-format demo corpus)"),
+    "demo": ("demo", "run the end-to-end demo on generated data"),
+}
+
+log = logging.getLogger(__name__)
+
+
+def _load(name: str):
+    module, _ = SUBCOMMANDS[name]
+    return importlib.import_module(f"whisper_flamingo.commands.{module}")
+
+
+def build_parser(available: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="whisper-flamingo", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in available or list(SUBCOMMANDS):
+        try:
+            mod = _load(name)
+        except ModuleNotFoundError as err:
+            if err.name and err.name.startswith("whisper_flamingo.commands"):
+                continue  # subcommand not part of this build
+            raise
+        p = sub.add_parser(name, help=SUBCOMMANDS[name][1])
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks for errors")
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def run_guarded(fn, args, debug: bool) -> int:
+    """Run ``fn(args)``; turn a :class:`WFError` into one ``error:`` line and exit status 2."""
+    try:
+        return int(fn(args) or 0)
+    except WFError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)  # noqa: T201 - the one user-facing line
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    return run_guarded(args._run, args, bool(getattr(args, "debug", False)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

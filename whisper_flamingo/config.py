@@ -1,0 +1,424 @@
+"""The config schema: every key of the original Whisper-Flamingo configs plus ours.
+
+A config is a flat YAML mapping.  :func:`load_config` reads it, applies ``key=value`` overrides,
+checks every key and value (unknown keys get a "did you mean" suggestion, wrongly typed values name
+the expected type) and resolves relative paths against the current directory.
+
+Keys the original read but its configs forgot (``prob_use_a``, ``vc2``, ``vc2_path``) have
+defaults here, so every original config loads unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from whisper_flamingo.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: keys holding file system paths; resolved relative to the current directory
+PATH_KEYS = (
+    "muavic_root", "lrs2_root", "whisper_download_root", "vc2_path", "noise_fn", "noise_fn_val",
+    "noise_fn_test", "log_output_dir", "check_output_dir", "pt_ckpt", "video_model_ckpt",
+    "video_feature_dir",
+)
+
+#: ``lang`` values with a special meaning (anything else is a single language code)
+LANG_MODES = ("en", "lrs2", "multi_en-st", "multi-all", "multi")
+
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "task": ("auto", "transcribe", "En-X", "X-En"),
+    "spec_augment": ("", "ls-basic", "ls-double"),
+    "on_bad_sample": ("error", "skip"),
+    "noise_offset_train": ("zero", "random"),
+    "noise_offset_eval": ("zero", "random"),
+    "precision": ("auto", "32", "32-true", "16-mixed", "bf16-mixed", "16", "bf16"),
+    "av_fusion": ("", "separate", "lip-reader", "early", "None"),
+    "accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
+    "monitor_mode": ("max", "min"),
+}
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass
+class Config:
+    """All training keys.  ``help(Config)`` or ``whisper-flamingo train --help-keys`` lists them."""
+
+    # ----- experiment, logging, checkpoints -----
+    train_name: str = field(default="whisper", metadata=_doc(
+        "TensorBoard run name (sub-folder of log_output_dir)."))
+    train_id: str = field(default="whisper", metadata=_doc(
+        "Experiment id: checkpoint sub-folder and TensorBoard version."))
+    log_output_dir: str = field(default="slurm/train_audio_slurm", metadata=_doc(
+        "TensorBoard root; logs go to <log_output_dir>/<train_name>/<train_id>."))
+    check_output_dir: str = field(default="models/checkpoint", metadata=_doc(
+        "Checkpoint root; checkpoints go to <check_output_dir>/<train_id>/."))
+    resume_training: bool = field(default=False, metadata=_doc(
+        "Resume from <check_output_dir>/<train_id>/last.ckpt when it exists."))
+    seed: int = field(default=3407, metadata=_doc("Global seed (data order, noise, augmentation)."))
+
+    # ----- model -----
+    model_name: str = field(default="small", metadata=_doc(
+        "OpenAI Whisper name (tiny.en ... large-v3) or path of an openai-whisper .pt / CTranslate2 / "
+        "Hugging Face Whisper directory."))
+    whisper_download_root: str = field(default="models", metadata=_doc(
+        "Where OpenAI Whisper .pt files are looked for (and downloaded where the network allows)."))
+    pt_ckpt: str = field(default="", metadata=_doc(
+        "Stage-1 checkpoint (Lightning 'state_dict' with 'model.' prefix) to initialise Whisper; '' skips."))
+    n_mels: int = field(default=0, metadata=_doc(
+        "Mel bins; 0 takes the model's own (80, or 128 for large-v3)."))
+    dropout_rate: float = field(default=0.0, metadata=_doc(
+        "Accepted for compatibility; the original never applied it and neither do we."))
+
+    # ----- data -----
+    muavic_root: str = field(default="data", metadata=_doc(
+        "Folder that holds the MuAViC 'muavic/' tree (manifests and media)."))
+    lrs2_root: str = field(default="data/lrs2", metadata=_doc(
+        "Folder with LRS2 {train,valid,test}.tsv and .wrd label files (lang: lrs2)."))
+    lang: str = field(default="en", metadata=_doc(
+        "Data selection: en, lrs2, multi_en-st, multi-all, multi, or one language code."))
+    task: str = field(default="auto", metadata=_doc(
+        "transcribe, En-X or X-En; auto = En-X for multi_en-st, else transcribe."))
+    vc2: bool = field(default=False, metadata=_doc("Use a VoxCeleb2-augmented training manifest."))
+    vc2_path: str = field(default="", metadata=_doc("Folder of the VoxCeleb2-augmented train.tsv/.en."))
+    audio_max_length: int = field(default=480000, metadata=_doc(
+        "Training filter in samples (16 kHz) and the unit of batch_bins."))
+    text_max_length: int = field(default=350, metadata=_doc("Training filter on label characters."))
+    audio_max_length_val: int = field(default=480000, metadata=_doc(
+        "Validation filter in samples (30 s: Whisper's positional limit)."))
+    reduce_val: int | None = field(default=None, metadata=_doc(
+        "Cut the validation set (and test sets in training) to this many utterances per run; "
+        "null = the original per-mode value (300 multi-all/multi, 200 multi_en-st); 0 = no cut."))
+    on_bad_sample: str = field(default="error", metadata=_doc(
+        "error: stop at the first bad sample with file:line; skip: drop it and count it per reason."))
+    num_worker: int = field(default=4, metadata=_doc("DataLoader worker processes."))
+    video_feature_dir: str = field(default="", metadata=_doc(
+        "Stage 2: read precomputed video features from here instead of running the video encoder."))
+
+    # ----- noise and augmentation -----
+    noise_prob: float = field(default=1.0, metadata=_doc("Probability a training sample gets noise."))
+    noise_snr_train: float | list[float] = field(default=0.0, metadata=_doc(
+        "Training SNR in dB, or [low, high] for an integer SNR drawn per sample."))
+    noise_snr_eval: float = field(default=0.0, metadata=_doc("SNR of the noisy validation/test sets."))
+    noise_fn: str = field(default="", metadata=_doc("Training noise list (one wav path per line)."))
+    noise_fn_val: str = field(default="", metadata=_doc("Noise list of the noisy validation set."))
+    noise_fn_test: str = field(default="", metadata=_doc("Noise list of the noisy test set."))
+    noise_offset_train: str = field(default="random", metadata=_doc(
+        "Where the noise excerpt starts in training: random or zero (the original always used 0)."))
+    noise_offset_eval: str = field(default="zero", metadata=_doc(
+        "Where the noise excerpt starts in evaluation: zero (reproducible, as the original) or random."))
+    val_noise_name: str = field(default="", metadata=_doc(
+        "Name of the noisy sets in metric names; '' = original (multi_babble stage 1, en_babble stage 2)."))
+    spec_augment: str = field(default="", metadata=_doc("'' (off), ls-basic (1+1 masks), ls-double (2+2)."))
+
+    # ----- optimisation -----
+    learning_rate: float = field(default=1.25e-5, metadata=_doc("Peak learning rate after warm-up."))
+    weight_decay: float = field(default=0.01, metadata=_doc(
+        "AdamW weight decay (never applied to biases and LayerNorm parameters)."))
+    adam_epsilon: float = field(default=1e-8, metadata=_doc("AdamW epsilon."))
+    batch_size: float = field(default=4.0, metadata=_doc(
+        "Dynamic batch: padded samples per device batch = audio_max_length * batch_size."))
+    val_batch_bins_multiplier: float = field(default=8.0, metadata=_doc(
+        "Validation batch: padded samples = audio_max_length * this (8 stage 1, 16 stage 2)."))
+    num_train_steps: int = field(default=90000, metadata=_doc("Optimizer steps (Trainer max_steps)."))
+    warmup_steps: int = field(default=1000, metadata=_doc("Linear warm-up steps."))
+    gradient_accumulation_steps: int = field(default=1, metadata=_doc("Batches per optimizer step."))
+    gradient_clip_val: float = field(default=0.0, metadata=_doc("Gradient norm clipping; 0 = off."))
+
+    # ----- trainer -----
+    accelerator: str = field(default="auto", metadata=_doc("auto, cpu or gpu (the original forced gpu)."))
+    num_devices: int = field(default=1, metadata=_doc("Devices per node; >1 uses DDP."))
+    num_nodes: int = field(default=1, metadata=_doc("Nodes (SLURM sets the rest)."))
+    precision: str = field(default="auto", metadata=_doc(
+        "auto = 16-mixed on GPU, 32 on CPU; or any Lightning precision string."))
+    validate_every_n_batches: int = field(default=1000, metadata=_doc(
+        "Validation interval in optimizer steps."))
+    validate_before_training: bool = field(default=True, metadata=_doc(
+        "Run a full validation pass before training (skipped when resuming)."))
+    limit_val_batches: int = field(default=0, metadata=_doc("Validation batches per loader; 0 = all."))
+    val_decode: bool = field(default=True, metadata=_doc(
+        "Validation also runs batched greedy decoding and logs corpus-level WER/CER."))
+    monitor: str = field(default="val_noisy_multi_babble/acc", metadata=_doc(
+        "Metric that picks the best checkpoint."))
+    monitor_mode: str = field(default="max", metadata=_doc("max or min for monitor."))
+    checkpoint_every_n_steps: int = field(default=5000, metadata=_doc(
+        "Also keep a 'latest' checkpoint every N optimizer steps (and refresh last.ckpt)."))
+    log_every_n_steps: int = field(default=50, metadata=_doc("Training-loss logging interval."))
+
+    # ----- stage 2: audio-visual (Whisper-Flamingo) -----
+    video_model_ckpt: str = field(default="", metadata=_doc("AV-HuBERT checkpoint."))
+    video_model_mode: str = field(default="auto", metadata=_doc(
+        "AV-HuBERT code path: finetuned, pretrained, or auto (from the checkpoint's keys)."))
+    freeze_video_model: bool = field(default=True, metadata=_doc("Keep AV-HuBERT frozen."))
+    freeze_video_batch_norm_stats: bool = field(default=False, metadata=_doc(
+        "Keep AV-HuBERT in eval mode while training (BN statistics and dropout off)."))
+    video_projection_train_only: bool = field(default=False, metadata=_doc(
+        "Legacy: train only the video projection (ignored with add_gated_x_attn)."))
+    video_projection_separate_lr: str | float = field(default="", metadata=_doc(
+        "Legacy: separate learning rate for the video projection; '' = off."))
+    video_projection_lr: float = field(default=0.0, metadata=_doc("Legacy projection-only learning rate."))
+    video_projection_linear_scale: float = field(default=1.0, metadata=_doc("Legacy projection scale."))
+    prob_use_av: float = field(default=1.0, metadata=_doc("Modality dropout: P(audio + video) per batch."))
+    prob_use_a: float = field(default=0.0, metadata=_doc(
+        "Modality dropout: P(audio only); the rest is video only."))
+    use_av_hubert_encoder: bool = field(default=False, metadata=_doc(
+        "AV-HuBERT video encoder (else the ResNet-18 front end only)."))
+    add_gated_x_attn: int = field(default=0, metadata=_doc(
+        "1: gated cross-attention over video in every decoder block (Whisper-Flamingo)."))
+    av_fusion: str = field(default="", metadata=_doc(
+        "separate (Whisper-Flamingo) or lip-reader (video replaces the encoder input)."))
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def is_audio_visual(self) -> bool:
+        """Stage 2 (a video branch) rather than stage 1."""
+        return bool(self.add_gated_x_attn) or self.av_fusion in ("separate", "lip-reader")
+
+    @property
+    def resolved_task(self) -> str:
+        if self.task != "auto":
+            return self.task
+        return "En-X" if self.lang == "multi_en-st" else "transcribe"
+
+    @property
+    def noise_name(self) -> str:
+        if self.val_noise_name:
+            return self.val_noise_name
+        return "en_babble" if self.is_audio_visual else "multi_babble"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.check_output_dir) / self.train_id
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.log_output_dir) / self.train_name / self.train_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+# ---------------------------------------------------------------------- typing and checking
+_HINTS = typing.get_type_hints(Config)
+KEYS: tuple[str, ...] = tuple(f.name for f in fields(Config))
+
+
+def key_doc(key: str) -> str:
+    for f in fields(Config):
+        if f.name == key:
+            return f.metadata.get("doc", "")
+    raise KeyError(key)
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return {"str": "string", "int": "integer", "float": "number", "bool": "true/false"}.get(
+            tp.__name__, tp.__name__)
+    args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    if args:
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    return str(tp)
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Return ``(ok, value)``: ``value`` converted to ``tp`` where that is lossless."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, out = _coerce(value, arg)
+            if ok:
+                return True, out
+        return False, value
+    if tp is type(None):
+        return value is None, None
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        out = []
+        for v in value:
+            ok, c = _coerce(v, item_tp)
+            if not ok:
+                return False, value
+            out.append(c)
+        return True, out
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        if isinstance(value, bool):
+            return False, value
+        if isinstance(value, int):
+            return True, value
+        if isinstance(value, float) and value.is_integer():
+            return True, int(value)
+        return False, value
+    if tp is float:
+        if isinstance(value, bool):
+            return False, value
+        return (True, float(value)) if isinstance(value, (int, float)) else (False, value)
+    if tp is str:
+        return isinstance(value, str), value
+    return isinstance(value, tp), value
+
+
+def suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else " (see `whisper-flamingo train --help-keys`)"
+
+
+def check_value(key: str, value: Any, where: str, from_cli: bool = False) -> Any:
+    """Check one key/value pair; return the value converted to the key's type."""
+    if key not in _HINTS:
+        raise ConfigError(f"{where}unknown key '{key}'{suggest(key)}")
+    tp = _HINTS[key]
+    if from_cli and tp is str and not isinstance(value, str):
+        value = "" if value is None else str(value)
+    if from_cli and tp == (str | float) and value is None:
+        value = ""
+    ok, out = _coerce(value, tp)
+    if not ok:
+        raise ConfigError(f"{where}key '{key}' expects {_type_name(tp)}, got {value!r} "
+                          f"({type(value).__name__})")
+    if key in CHOICES and out not in CHOICES[key]:
+        raise ConfigError(f"{where}key '{key}' must be one of {', '.join(map(repr, CHOICES[key]))}, "
+                          f"got {out!r}")
+    return out
+
+
+def _validate(cfg: Config, where: str) -> None:
+    """Checks across keys and value ranges."""
+    for key in ("noise_prob", "prob_use_av", "prob_use_a"):
+        v = getattr(cfg, key)
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"{where}key '{key}' must lie in [0, 1], got {v}")
+    if cfg.prob_use_av + cfg.prob_use_a > 1.0 + 1e-9:
+        raise ConfigError(f"{where}prob_use_av + prob_use_a must not exceed 1, got "
+                          f"{cfg.prob_use_av} + {cfg.prob_use_a}")
+    if isinstance(cfg.noise_snr_train, list) and len(cfg.noise_snr_train) != 2:
+        raise ConfigError(f"{where}key 'noise_snr_train' takes a number or [low, high], "
+                          f"got {cfg.noise_snr_train}")
+    if isinstance(cfg.noise_snr_train, list) and cfg.noise_snr_train[0] > cfg.noise_snr_train[1]:
+        raise ConfigError(f"{where}key 'noise_snr_train' range must be [low, high] with low <= high")
+    for key in ("audio_max_length", "num_train_steps", "gradient_accumulation_steps", "num_devices",
+                "validate_every_n_batches", "num_nodes", "checkpoint_every_n_steps"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{where}key '{key}' must be at least 1, got {getattr(cfg, key)}")
+    for key in ("batch_size", "learning_rate", "val_batch_bins_multiplier"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"{where}key '{key}' must be positive, got {getattr(cfg, key)}")
+    if cfg.warmup_steps < 0 or cfg.num_worker < 0 or cfg.n_mels not in (0, 80, 128):
+        bad = "warmup_steps" if cfg.warmup_steps < 0 else "num_worker" if cfg.num_worker < 0 else "n_mels"
+        raise ConfigError(f"{where}key '{bad}' has an invalid value {getattr(cfg, bad)}")
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Line number (1-based) of every top-level key in a YAML mapping."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (``lr=1e-4``, ``noise_snr_train=[-5,5]``)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip().lstrip("-").replace("-", "_") if key.startswith("--") else key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def resolve_paths(cfg: Config, base: Path | None = None) -> Config:
+    """Make relative path keys absolute against ``base`` (default: the current directory)."""
+    base = Path.cwd() if base is None else base
+    for key in PATH_KEYS:
+        value = getattr(cfg, key)
+        if value and not Path(value).expanduser().is_absolute():
+            setattr(cfg, key, str((base / Path(value).expanduser()).resolve()))
+        elif value:
+            setattr(cfg, key, str(Path(value).expanduser()))
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                resolve: bool = True) -> Config:
+    """Read a YAML config, apply ``key=value`` overrides, check everything, resolve paths."""
+    values: dict[str, Any] = {}
+    where_of: dict[str, str] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found; pass the path of a YAML config "
+                              f"(e.g. config/audio/demo.yaml)")
+        text = p.read_text(encoding="utf-8")
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f"{mark.line + 1}:" if mark is not None else ""
+            raise ConfigError(f"{p}:{line} invalid YAML ({getattr(err, 'problem', err)}); fix the syntax")
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: a config must be a mapping of key: value lines")
+        lines = _key_lines(text)
+        for key, value in raw.items():
+            where = f"{p}:{lines[key]}: " if key in lines else f"{p}: "
+            values[key] = check_value(str(key), value, where)
+            where_of[key] = where
+    for item in overrides:
+        key, value = parse_override(item)
+        where = f"override '{item}': "
+        values[key] = check_value(key, value, where, from_cli=True)
+        where_of[key] = where
+    cfg = Config(**values)
+    _validate(cfg, f"{path}: " if path is not None else "")
+    if resolve:
+        resolve_paths(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, directory: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config (atomically) next to the checkpoints."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / name
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(cfg.to_yaml(), encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def describe_keys() -> str:
+    """Every key with its type, default and meaning (for --help-keys and the README)."""
+    rows = []
+    for f in fields(Config):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        rows.append(f"{f.name:32s} {_type_name(_HINTS[f.name]):24s} default={default!r}\n"
+                    f"    {f.metadata.get('doc', '')}")
+    return "\n".join(rows)
