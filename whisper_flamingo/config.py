@@ -45,6 +45,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "av_fusion": ("", "separate", "lip-reader", "early", "None"),
     "accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "monitor_mode": ("max", "min"),
+    "val_normalizer": ("fairseq", "whisper", "none"),
 }
 
 
@@ -150,6 +151,8 @@ class Config:
     limit_val_batches: int = field(default=0, metadata=_doc("Validation batches per loader; 0 = all."))
     val_decode: bool = field(default=True, metadata=_doc(
         "Validation also runs batched greedy decoding and logs corpus-level WER/CER."))
+    val_normalizer: str = field(default="fairseq", metadata=_doc(
+        "Text normaliser for validation WER/CER: fairseq, whisper or none (as the decode command)."))
     monitor: str = field(default="val_noisy_multi_babble/acc", metadata=_doc(
         "Metric that picks the best checkpoint."))
     monitor_mode: str = field(default="max", metadata=_doc("max or min for monitor."))
@@ -381,7 +384,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             line = f"{mark.line + 1}:" if mark is not None else ""
-            raise ConfigError(f"{p}:{line} invalid YAML ({getattr(err, 'problem', err)}); fix the syntax")
+            problem = getattr(err, "problem", err)
+            raise ConfigError(f"{p}:{line} invalid YAML ({problem}); fix the syntax") from None
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
