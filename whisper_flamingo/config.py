@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 PATH_KEYS = (
     "muavic_root", "lrs2_root", "whisper_download_root", "vc2_path", "noise_fn", "noise_fn_val",
     "noise_fn_test", "log_output_dir", "check_output_dir", "pt_ckpt", "video_model_ckpt",
-    "video_feature_dir",
+    "video_feature_dir", "trace_batches_dir",
 )
 
 #: ``lang`` values with a special meaning (anything else is a single language code)
@@ -159,6 +159,8 @@ class Config:
     checkpoint_every_n_steps: int = field(default=5000, metadata=_doc(
         "Also keep a 'latest' checkpoint every N optimizer steps (and refresh last.ckpt)."))
     log_every_n_steps: int = field(default=50, metadata=_doc("Training-loss logging interval."))
+    trace_batches_dir: str = field(default="", metadata=_doc(
+        "Debugging data order: append the ids of every training batch to <dir>/rank<k>.txt."))
 
     # ----- stage 2: audio-visual (Whisper-Flamingo) -----
     video_model_ckpt: str = field(default="", metadata=_doc("AV-HuBERT checkpoint."))

@@ -1,0 +1,35 @@
+"""``whisper-flamingo train CONFIG.yaml [key=value ...]``: train from a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from whisper_flamingo.config import describe_keys, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="YAML config (e.g. config/audio/demo.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override any config key, e.g. learning_rate=1e-4 noise_snr_train=[-5,5]")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config and exit")
+    parser.add_argument("--help-keys", action="store_true", help="list every config key and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.help_keys:
+        sys.stdout.write(describe_keys() + "\n")
+        return 0
+    if not args.config:
+        from whisper_flamingo.errors import ConfigError
+
+        raise ConfigError("no config given; usage: whisper-flamingo train CONFIG.yaml [key=value ...]")
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        sys.stdout.write(cfg.to_yaml())
+        return 0
+    from whisper_flamingo.tasks.run import train
+
+    train(cfg)
+    return 0

@@ -1,0 +1,8 @@
+"""Stage 2 entry point, original command line: ``python whisper_ft_muavic_video.py CONFIG.yaml [k=v ...]``."""
+
+import sys
+
+from whisper_flamingo.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:]]))
