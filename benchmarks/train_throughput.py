@@ -1,10 +1,10 @@
 """Training throughput: length-bucketed variable-length batches versus batches padded to 30 s.
 
 Both runs train the same Whisper model (``--dims``, random weights) with the same number of
-utterances per step (the padded run on a random subset, since its cost per utterance is fixed); the lengths follow an LRS3-like mix
-(log-normal, mean about 5 s, clipped to 1-15 s).  Reported: training audio-seconds per wall second
-for each mode, the speed-up, and the padding efficiency (real / processed samples) of the bucketed
-batches.  Last line: ``speedup=<x> padding_efficiency=<y>``.
+utterances per step (the padded run on a random subset, since its cost per utterance is fixed);
+the lengths follow an LRS3-like mix (log-normal, mean about 5 s, clipped to 1-15 s).
+Reported: training audio-seconds per wall second for each mode, the speed-up, and the padding
+efficiency (real / processed samples) of the bucketed batches.  Last line: ``speedup=<x> padding_efficiency=<y>``.
 
     python benchmarks/train_throughput.py --utterances 64 --dims tiny
 """
