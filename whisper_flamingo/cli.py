@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from whisper_flamingo.errors import WFError
+from whisper_flamingo.errors import WFError, one_line
 
 # subcommand name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -63,7 +63,7 @@ def run_guarded(fn, args, debug: bool) -> int:
     except WFError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)  # noqa: T201 - the one user-facing line
+        print(f"error: {one_line(err)}", file=sys.stderr)  # noqa: T201 - the one user-facing line
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

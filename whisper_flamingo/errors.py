@@ -17,6 +17,23 @@ def located(path: str | Path | None, line: int | None, message: str) -> str:
     return f"{path}:{line}: {message}" if line is not None else f"{path}: {message}"
 
 
+def one_line(err: BaseException) -> str:
+    """The user-facing line of an error.
+
+    An error raised in a DataLoader worker comes back wrapped ("Caught DataError in DataLoader
+    worker process 0. Original Traceback ..."); its last line holds the original message.
+    """
+    text = str(err).strip()
+    if "\n" not in text:
+        return text
+    last = text.splitlines()[-1]
+    name = type(err).__name__
+    for prefix in (f"{type(err).__module__}.{name}: ", f"{name}: "):
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last
+
+
 class WFError(Exception):
     """Base class: ``str(err)`` is the one-line message shown to the user."""
 
