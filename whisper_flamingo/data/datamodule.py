@@ -1,0 +1,267 @@
+"""The Lightning data module for MuAViC / LRS2 speech (stage 1) training.
+
+``setup()`` reads the train/valid/test manifests, runs the header-only audio pre-pass once per
+split (``on_bad_sample``: error stops, skip drops and counts in :attr:`bad_counts`), loads the
+noise banks and builds the datasets and the training batch sampler.
+
+Loaders: ``train_dataloader()`` uses :class:`~whisper_flamingo.data.sampler.LengthBatchSampler`
+(``batch_bins = audio_max_length * batch_size``, shuffled, last partial batch dropped, split
+across ranks by the sampler itself: give the Trainer ``use_distributed_sampler=False``).
+``val_dataloader()`` returns noisy and clean validation and test loaders (all ranks see the full
+sets; ``batch_bins = audio_max_length * val_batch_bins_multiplier``, longest batches first); their
+metric prefixes are :attr:`MuavicDataModule.val_names`.
+
+Epochs: Lightning 2.x calls ``set_epoch`` on ``dataloader.sampler`` and on
+``dataloader.batch_sampler.sampler`` (not on the batch sampler itself).  The training loader's
+batch sampler is therefore an :class:`EpochBatchSampler` whose ``.sampler`` forwards
+``set_epoch`` to the length sampler and the dataset, and which yields ``(epoch, index)`` keys, so
+the epoch reaches worker processes with every batch (whatever the worker start method).
+
+Resume: :meth:`state_dict` holds the training sampler's state (epoch and batches consumed); after
+:meth:`load_state_dict` the interrupted epoch continues with exactly its remaining batches.  The
+training module reports the consumed count with ``datamodule.train_sampler.set_consumed(n)``
+before a checkpoint is written (the loader's prefetching runs ahead of training).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from whisper_flamingo.data.dataset import Collator, SpeechDataset, TokenizerFactory
+from whisper_flamingo.data.manifest import SplitData, check_records, load_split, resolve_selection
+from whisper_flamingo.data.noise import NoiseBank
+from whisper_flamingo.data.sampler import LengthBatchSampler, batch_bins_from_config
+
+logger = logging.getLogger(__name__)
+
+
+class _EpochHook:
+    """What Lightning finds at ``batch_sampler.sampler``: forwards ``set_epoch``."""
+
+    def __init__(self, owner: EpochBatchSampler) -> None:
+        self._owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self._owner.set_epoch(epoch)
+
+
+class EpochBatchSampler:
+    """Wraps a :class:`LengthBatchSampler`; yields batches of ``(epoch, index)`` keys.
+
+    ``set_epoch`` (direct, or through ``.sampler`` as Lightning calls it) sets the epoch of the
+    length sampler and of the dataset.
+    """
+
+    def __init__(self, batch_sampler: LengthBatchSampler, dataset: SpeechDataset | None = None) -> None:
+        self.batch_sampler = batch_sampler
+        self.dataset = dataset
+        self.sampler = _EpochHook(self)
+
+    @property
+    def epoch(self) -> int:
+        return self.batch_sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+        if self.dataset is not None:
+            self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.batch_sampler.epoch
+        for batch in self.batch_sampler:
+            yield [(epoch, int(i)) for i in batch]
+
+
+def num_languages_for(n_mels: int) -> int:
+    """Whisper's language count: 100 for large-v3 (the 128-mel models), else 99."""
+    return 100 if int(n_mels) == 128 else 99
+
+
+class MuavicDataModule(L.LightningDataModule):
+    """Train / validation / test data of a config (see module doc).
+
+    ``n_mels`` and ``multilingual`` come from the model; ``num_languages`` defaults from
+    ``n_mels`` (:func:`num_languages_for`).  ``stage`` 1 orders the evaluation loaders
+    ``[val_noisy, val, test_noisy, test]``, stage 2 ``[test_noisy, test, val_noisy, val]`` (the
+    originals' orders).
+    """
+
+    def __init__(self, cfg: Any, n_mels: int, multilingual: bool, stage: int = 1,
+                 num_languages: int | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_mels = int(n_mels)
+        self.multilingual = bool(multilingual)
+        self.stage = int(stage)
+        self.tokenizer_factory = TokenizerFactory(
+            self.multilingual, num_languages if num_languages is not None else num_languages_for(n_mels))
+        self.selection = resolve_selection(cfg.lang, getattr(cfg, "task", "auto"),
+                                           getattr(cfg, "reduce_val", None), bool(getattr(cfg, "vc2", False)))
+        self.splits: dict[str, SplitData] = {}
+        self.bad_counts: Counter = Counter()
+        self.train_dataset: SpeechDataset | None = None
+        self.eval_datasets: dict[str, SpeechDataset] = {}
+        self.train_sampler: LengthBatchSampler | None = None
+        self.val_names: list[str] = []
+        self._pending_state: dict | None = None
+        self._is_setup = False
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def noise_name(self) -> str:
+        """``val_noise_name``, else the original's name for the stage (multi_babble / en_babble)."""
+        name = getattr(self.cfg, "val_noise_name", "") or ""
+        return name or ("multi_babble" if self.stage == 1 else "en_babble")
+
+    def _policy(self) -> str:
+        return getattr(self.cfg, "on_bad_sample", "error")
+
+    def _load_noise(self, key: str) -> NoiseBank | None:
+        path = getattr(self.cfg, key, "") or ""
+        if not path:
+            logger.warning("%s is empty: %s", key, "training without noise" if key == "noise_fn"
+                           else "no noisy evaluation loader")
+            return None
+        return NoiseBank.from_list(path, sample_rate=16000)
+
+    def _dataset(self, split: str, noise: NoiseBank | None, train: bool) -> SpeechDataset:
+        cfg = self.cfg
+        records = self.splits[split].records
+        if train:
+            return SpeechDataset(records, self.tokenizer_factory, self.n_mels, noise=noise,
+                                 snr=getattr(cfg, "noise_snr_train", 0.0),
+                                 noise_prob=getattr(cfg, "noise_prob", 1.0),
+                                 noise_offset=getattr(cfg, "noise_offset_train", "random"),
+                                 spec_augment=getattr(cfg, "spec_augment", ""),
+                                 seed=getattr(cfg, "seed", 3407), on_bad_sample=self._policy())
+        return SpeechDataset(records, self.tokenizer_factory, self.n_mels, noise=noise,
+                             snr=getattr(cfg, "noise_snr_eval", 0.0), noise_prob=1.0 if noise else 0.0,
+                             noise_offset=getattr(cfg, "noise_offset_eval", "zero"), spec_augment="",
+                             seed=getattr(cfg, "seed", 3407), on_bad_sample=self._policy())
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        """Read manifests, check audio headers, load noise, build datasets (once)."""
+        if self._is_setup:
+            return
+        cfg = self.cfg
+        policy = self._policy()
+        if not self.multilingual:
+            others = [lang for lang in self.selection.langs if lang != "en"]
+            if others:
+                logger.warning("English-only model with non-English data %s: the prompt carries no "
+                               "language token", others)
+        for split in ("train", "valid", "test"):
+            data = load_split(cfg, split, on_bad_sample=policy)
+            kept, counts = check_records(data.records, policy, desc=f"checking {split} audio")
+            data.records = kept
+            data.skipped.update(counts)
+            self.bad_counts.update(data.skipped)
+            self.splits[split] = data
+            logger.info("%s: %d records (%.2f h); skipped %s; filtered %s", split, len(kept),
+                        sum(r.n_samples for r in kept) / 16000 / 3600, dict(data.skipped) or "none",
+                        dict(data.filtered) or "none")
+        train_noise = self._load_noise("noise_fn")
+        val_noise = self._load_noise("noise_fn_val")
+        test_noise = self._load_noise("noise_fn_test")
+        self.train_dataset = self._dataset("train", train_noise, train=True)
+        world, rank = self._world()
+        bins = batch_bins_from_config(cfg.audio_max_length, cfg.batch_size)
+        self.train_sampler = LengthBatchSampler(self.train_dataset.lengths, bins, shuffle=True,
+                                                drop_last=True, seed=getattr(cfg, "seed", 3407),
+                                                num_replicas=world, rank=rank)
+        logger.info("train: %d batches per epoch and rank (batch_bins %d, %d ranks, padding "
+                    "efficiency %.2f)", len(self.train_sampler), bins, world,
+                    self.train_sampler.padding_efficiency())
+        val_clean = self._dataset("valid", None, train=False)
+        test_clean = self._dataset("test", None, train=False)
+        name = self.noise_name
+        loaders: list[tuple[str, SpeechDataset]] = []
+        if self.stage == 1:
+            if val_noise is not None:
+                loaders.append((f"val_noisy_{name}", self._dataset("valid", val_noise, train=False)))
+            loaders.append(("val", val_clean))
+            if test_noise is not None:
+                loaders.append((f"test_noisy_{name}", self._dataset("test", test_noise, train=False)))
+            loaders.append(("test", test_clean))
+        else:
+            if test_noise is not None:
+                loaders.append((f"test_noisy_{name}", self._dataset("test", test_noise, train=False)))
+            loaders.append(("test", test_clean))
+            if val_noise is not None:
+                loaders.append((f"val_noisy_{name}", self._dataset("valid", val_noise, train=False)))
+            loaders.append(("val", val_clean))
+        self.eval_datasets = dict(loaders)
+        self.val_names = [n for n, _ in loaders]
+        self._is_setup = True
+        if self._pending_state is not None:
+            self.load_state_dict(self._pending_state)
+            self._pending_state = None
+
+    def _collator(self, dataset: SpeechDataset) -> Collator:
+        return Collator(pad_token=dataset.pad_token, n_mels=self.n_mels)
+
+    def _loader(self, dataset: SpeechDataset, batch_sampler) -> DataLoader:
+        workers = int(getattr(self.cfg, "num_worker", 0))
+        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
+                          collate_fn=self._collator(dataset), persistent_workers=False,
+                          pin_memory=False)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled length-bucketed batches; the batch sampler carries the epoch."""
+        if not self._is_setup:
+            self.setup("fit")
+        assert self.train_dataset is not None and self.train_sampler is not None
+        return self._loader(self.train_dataset, EpochBatchSampler(self.train_sampler, self.train_dataset))
+
+    def _eval_loader(self, dataset: SpeechDataset) -> DataLoader:
+        mult = float(getattr(self.cfg, "val_batch_bins_multiplier", 8))
+        bins = max(1, int(math.floor(self.cfg.audio_max_length * mult)))
+        sampler = LengthBatchSampler(dataset.lengths, bins, shuffle=False, drop_last=False,
+                                     order="descending")
+        return self._loader(dataset, sampler)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """Evaluation loaders in the order of :attr:`val_names`."""
+        if not self._is_setup:
+            self.setup("validate")
+        return [self._eval_loader(self.eval_datasets[n]) for n in self.val_names]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """The same loaders as :meth:`val_dataloader`."""
+        return self.val_dataloader()
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """``{"train_sampler": {...epoch, consumed...}}`` (empty before setup)."""
+        if self.train_sampler is None:
+            return dict(self._pending_state or {})
+        return {"train_sampler": self.train_sampler.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the training sampler (kept until :meth:`setup` when called earlier)."""
+        if not state_dict:
+            return
+        if self.train_sampler is None:
+            self._pending_state = dict(state_dict)
+            return
+        if "train_sampler" in state_dict:
+            self.train_sampler.load_state_dict(state_dict["train_sampler"])
+            if self.train_dataset is not None:
+                self.train_dataset.set_epoch(self.train_sampler.epoch)
