@@ -268,9 +268,15 @@ def test_datamodule_resume_mid_epoch(tiny_corpus):
 
 def test_datamodule_ranks(tiny_corpus):
     m = MuavicDataModule(tiny_config(tiny_corpus, batch_size=0.5), 80, True)
+    m.setup()  # before a trainer is attached (as the train command does)
+    assert (m.train_sampler.num_replicas, m.train_sampler.rank) == (1, 0)
     m.trainer = SimpleNamespace(world_size=2, global_rank=1)
-    m.setup()
-    assert m.train_sampler.num_replicas == 2 and m.train_sampler.rank == 1
+    m.setup("fit")  # the Trainer's own call: the sampler follows its ranks
+    assert (m.train_sampler.num_replicas, m.train_sampler.rank) == (2, 1)
+    keys1 = [k for b in m.train_dataloader().batch_sampler for k in b]
+    m.trainer = SimpleNamespace(world_size=2, global_rank=0)
+    keys0 = [k for b in m.train_dataloader().batch_sampler for k in b]
+    assert len(keys0) and len(keys1) and not set(keys0) & set(keys1)  # disjoint shares
     assert m.bad_counts == {}
 
 

@@ -159,6 +159,7 @@ class MuavicDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Read manifests, check audio headers, load noise, build datasets (once)."""
         if self._is_setup:
+            self._refresh_train_sampler()  # called again by the Trainer: ranks are known now
             return
         cfg = self.cfg
         policy = self._policy()
@@ -181,14 +182,7 @@ class MuavicDataModule(L.LightningDataModule):
         val_noise = self._load_noise("noise_fn_val")
         test_noise = self._load_noise("noise_fn_test")
         self.train_dataset = self._dataset("train", train_noise, train=True)
-        world, rank = self._world()
-        bins = batch_bins_from_config(cfg.audio_max_length, cfg.batch_size)
-        self.train_sampler = LengthBatchSampler(self.train_dataset.lengths, bins, shuffle=True,
-                                                drop_last=True, seed=getattr(cfg, "seed", 3407),
-                                                num_replicas=world, rank=rank)
-        logger.info("train: %d batches per epoch and rank (batch_bins %d, %d ranks, padding "
-                    "efficiency %.2f)", len(self.train_sampler), bins, world,
-                    self.train_sampler.padding_efficiency())
+        self._build_train_sampler()
         val_clean = self._dataset("valid", None, train=False)
         test_clean = self._dataset("test", None, train=False)
         name = self.noise_name
@@ -214,6 +208,26 @@ class MuavicDataModule(L.LightningDataModule):
             self.load_state_dict(self._pending_state)
             self._pending_state = None
 
+    def _build_train_sampler(self) -> None:
+        assert self.train_dataset is not None
+        world, rank = self._world()
+        bins = batch_bins_from_config(self.cfg.audio_max_length, self.cfg.batch_size)
+        epoch = self.train_sampler.epoch if self.train_sampler is not None else 0
+        self.train_sampler = LengthBatchSampler(self.train_dataset.lengths, bins, shuffle=True,
+                                                drop_last=True, seed=getattr(self.cfg, "seed", 3407),
+                                                num_replicas=world, rank=rank)
+        self.train_sampler.set_epoch(epoch)
+        logger.info("train: %d batches per epoch on rank %d of %d (batch_bins %d, padding efficiency "
+                    "%.2f)", len(self.train_sampler), rank, world, bins,
+                    self.train_sampler.padding_efficiency())
+
+    def _refresh_train_sampler(self) -> None:
+        """Rebuild the training sampler when the trainer's world size / rank differ from its own
+        (``setup`` may run before the Trainer is attached)."""
+        s = self.train_sampler
+        if s is not None and (s.num_replicas, s.rank) != self._world():
+            self._build_train_sampler()
+
     def _collator(self, dataset: SpeechDataset) -> Collator:
         return Collator(pad_token=dataset.pad_token, n_mels=self.n_mels)
 
@@ -227,6 +241,7 @@ class MuavicDataModule(L.LightningDataModule):
         """Shuffled length-bucketed batches; the batch sampler carries the epoch."""
         if not self._is_setup:
             self.setup("fit")
+        self._refresh_train_sampler()
         assert self.train_dataset is not None and self.train_sampler is not None
         return self._loader(self.train_dataset, EpochBatchSampler(self.train_sampler, self.train_dataset))
 
