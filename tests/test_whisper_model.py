@@ -136,3 +136,22 @@ def test_too_many_positions_is_an_error(pair):
     audio = torch.zeros(1, 5, 64)
     with pytest.raises(ValueError, match="n_text_ctx"):
         ours.logits(torch.zeros(1, DIMS.n_text_ctx + 1, dtype=torch.long), audio)
+
+
+@torch.no_grad()
+def test_bfloat16_model_runs_and_cache_matches(pair):
+    _, ours = pair
+    model = Whisper(DIMS).eval()
+    model.load_state_dict(ours.state_dict())
+    model = model.to(torch.bfloat16)
+    mel = torch.randn(2, 80, 200)
+    audio = model.embed_audio(mel.bfloat16())
+    assert audio.dtype == torch.bfloat16
+    tokens = torch.randint(0, DIMS.n_vocab, (4, 5))
+    cache = model.new_kv_cache(audio, beams=2)
+    steps = torch.cat([model.logits(tokens[:, :3], None, cache), model.logits(tokens[:, 3:], None, cache)], 1)
+    full = model.logits(tokens, audio.repeat_interleave(2, 0))
+    assert steps.dtype == torch.float32
+    assert (steps - full).abs().max() <= 0.05 * full.abs().max()
+    ref = ours.logits(tokens, ours.embed_audio(mel).repeat_interleave(2, 0))
+    assert (full - ref).abs().max() <= 0.05 * ref.abs().max()

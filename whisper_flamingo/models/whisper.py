@@ -34,7 +34,9 @@ class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 and cast back (keeps fp16/bf16 models stable)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type(x.dtype)
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Tensor:
