@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from whisper_flamingo.data.dataset import Collator, SpeechDataset, TokenizerFactory
@@ -132,7 +133,9 @@ class MuavicDataModule(L.LightningDataModule):
             logger.warning("%s is empty: %s", key, "training without noise" if key == "noise_fn"
                            else "no noisy evaluation loader")
             return None
-        return NoiseBank.from_list(path, sample_rate=16000)
+        # preload=None: keep the samples in memory when they fit (H3's AUTO_PRELOAD_BYTES), else
+        # read each noise file on demand (large MUSAN lists)
+        return NoiseBank.from_list(path, sample_rate=16000, preload=None)
 
     def _dataset(self, split: str, noise: NoiseBank | None, train: bool) -> SpeechDataset:
         cfg = self.cfg
@@ -235,7 +238,7 @@ class MuavicDataModule(L.LightningDataModule):
         workers = int(getattr(self.cfg, "num_worker", 0))
         return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
                           collate_fn=self._collator(dataset), persistent_workers=False,
-                          pin_memory=False)
+                          pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled length-bucketed batches; the batch sampler carries the epoch."""
