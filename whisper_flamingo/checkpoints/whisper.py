@@ -113,19 +113,19 @@ def _torch_load(path: Path) -> Any:
     hyper-parameters) go through the restricted unpickler of ``safe_pickle`` instead."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path}: not a file written by torch.save; expected an openai-whisper .pt or "
+                              "a Lightning .ckpt")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling problem is handled the same way
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        weights_only_error = first[:200]
+        reason = type(err).__name__
     try:
         from whisper_flamingo.checkpoints.safe_pickle import safe_load
     except ImportError:
-        safe_load = None
-    if safe_load is not None and _looks_like_torch_file(path):
-        return safe_load(path)
-    raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({weights_only_error}); expected a "
-                          "file written by torch.save")
+        raise CheckpointError(f"{path}: cannot be loaded with weights_only=True ({reason}); re-save it with "
+                              "tensors and plain Python types only") from None
+    return safe_load(path)
 
 
 def _looks_like_torch_file(path: Path) -> bool:
@@ -134,10 +134,11 @@ def _looks_like_torch_file(path: Path) -> bool:
     return head[:2] == b"PK" or head[:1] == b"\x80"  # zip container or a legacy pickle
 
 
-def read_openai_checkpoint(path: str | Path) -> tuple[ModelDimensions, StateDict, dict[str, Any]]:
-    """``(dims, state_dict, extra top-level entries)`` of an openai-whisper ``.pt``."""
+def read_openai_checkpoint(path: str | Path, ckpt: Any = None
+                           ) -> tuple[ModelDimensions, StateDict, dict[str, Any]]:
+    """``(dims, state_dict, extra top-level entries)`` of an openai-whisper ``.pt`` (``ckpt``: already loaded)."""
     path = Path(path)
-    ckpt = _torch_load(path)
+    ckpt = _torch_load(path) if ckpt is None else ckpt
     if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
         keys = list(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path}: not an openai-whisper checkpoint (found {keys}); expected a dict "
@@ -155,11 +156,11 @@ def save_openai_checkpoint(path: str | Path, dims: ModelDimensions, sd: StateDic
     return path
 
 
-def read_state_dict_file(path: str | Path) -> tuple[StateDict, dict[str, Any]]:
+def read_state_dict_file(path: str | Path, ckpt: Any = None) -> tuple[StateDict, dict[str, Any]]:
     """The ``state_dict`` of a Lightning checkpoint (ours or the original project's) with a leading
     ``model.`` stripped, and the checkpoint's ``hyper_parameters`` (empty if none)."""
     path = Path(path)
-    ckpt = _torch_load(path)
+    ckpt = _torch_load(path) if ckpt is None else ckpt
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{path}: no 'state_dict' entry; expected a Lightning checkpoint "
                               "(e.g. a whisper-flamingo stage-1 .ckpt/.pt)")
@@ -683,24 +684,26 @@ def _official_names() -> list[str]:
     return list(whisper._MODELS)
 
 
-def detect_format(path: Path) -> str:
-    """``ct2``, ``hf``, ``openai`` or ``lightning`` for an existing path (CheckpointError otherwise)."""
+def detect_format(path: str | Path) -> tuple[str, Any]:
+    """``(format, loaded object or None)`` for an existing path: format is ``ct2``, ``hf``, ``openai`` or
+    ``lightning``; files are loaded once here and the object returned (CheckpointError if unrecognised)."""
+    path = Path(path)
     if path.is_dir():
         if (path / "model.bin").is_file():
-            return "ct2"
+            return "ct2", None
         if (path / "config.json").is_file():
-            return "hf"
+            return "hf", None
         raise CheckpointError(f"{path}: directory holds neither model.bin (CTranslate2) nor config.json "
                               "(Hugging Face)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file or directory")
     if path.name == "model.bin":
-        return "ct2"
+        return "ct2", None
     ckpt = _torch_load(path)
     if isinstance(ckpt, dict) and "dims" in ckpt and "model_state_dict" in ckpt:
-        return "openai"
-    if isinstance(ckpt, dict) and "state_dict" in ckpt:
-        return "lightning"
+        return "openai", ckpt
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
+        return "lightning", ckpt
     keys = list(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
     raise CheckpointError(f"{path}: unrecognised checkpoint (found {keys}); expected an openai-whisper .pt "
                           "('dims', 'model_state_dict') or a Lightning checkpoint ('state_dict')")
@@ -718,17 +721,17 @@ def resolve_whisper(name_or_path: str | Path, download_root: str | Path | None =
     text = str(name_or_path)
     path = Path(text).expanduser()
     if path.exists():
-        fmt = detect_format(path)
+        fmt, ckpt = detect_format(path)
         if fmt == "ct2":
             return load_ct2_dir(path if path.is_dir() else path.parent, None if path.is_dir() else [path])
         if fmt == "hf":
             return load_hf_dir(path)
         if fmt == "openai":
-            dims, sd, extra = read_openai_checkpoint(path)
+            dims, sd, extra = read_openai_checkpoint(path, ckpt)
             info = {k: v for k, v in extra.items() if isinstance(v, str)}
             info.setdefault("source", f"openai-whisper {path}")
             return dims, sd, info
-        sd, hp = read_state_dict_file(path)
+        sd, hp = read_state_dict_file(path, ckpt)
         dims = dims_from_dict(hp["dims"], path) if isinstance(hp.get("dims"), dict) else infer_dims(sd, n_head, path)
         _check_keys(dims, sd, path)
         return dims, sd, {"source": f"Lightning checkpoint {path}"}
