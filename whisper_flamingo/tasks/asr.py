@@ -12,6 +12,7 @@ unlike the original, which averaged per-batch rates of teacher-forced argmax out
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from typing import Any
@@ -75,6 +76,10 @@ class WhisperASRTask(pl.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.model = model
+        # the dims let `whisper-flamingo convert` rebuild the model from a Lightning checkpoint
+        dims = getattr(model, "dims", None)
+        self.save_hyperparameters({"dims": dataclasses.asdict(dims) if dims is not None else None,
+                                   "config": cfg.to_dict()})
         self.tokenizer = tokenizer
         self.val_names = list(val_names)
         self.skipped: Counter[str] = Counter()
@@ -161,8 +166,8 @@ class WhisperASRTask(pl.LightningModule):
     def _greedy(self, batch: dict[str, Any]) -> list[str]:
         from whisper_flamingo.decoding.search import SearchOptions, decode_batch
 
-        hyps = decode_batch(self.model, batch["mel"], batch["prompts"], self.tokenizer,
-                            SearchOptions(beam_size=1))
+        hyps = decode_batch(self.model, batch["mel"], batch["prompts"], self.tokenizer, SearchOptions(beam_size=1),
+                            mel_frames=batch["mel_frames"])
         return [h.text.strip() for h in hyps]
 
     def on_validation_epoch_end(self) -> None:

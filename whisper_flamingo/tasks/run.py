@@ -70,8 +70,6 @@ def train(cfg: Config) -> Path:
         if cfg.validate_before_training and datamodule.val_names:
             trainer.validate(task, datamodule=datamodule, verbose=False)
         trainer.fit(task, datamodule=datamodule)
-    # the final weights, whatever the step: resuming a finished run is then a no-op
-    trainer.save_checkpoint(str(last))
     if trainer.is_global_zero:
         log.info("training finished at step %d; checkpoints in %s", trainer.global_step, ckpt_dir)
     return ckpt_dir

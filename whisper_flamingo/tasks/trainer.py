@@ -56,6 +56,23 @@ class BatchTrace(Callback):
             fh.write(f"{trainer.current_epoch}\t{batch_idx}\t{' '.join(batch['ids'])}\n")
 
 
+class FinalCheckpoint(Callback):
+    """Write ``last.ckpt`` right after the final optimizer step, while the loops are still mid-epoch.
+
+    Saved there (rather than after ``fit`` returns, when Lightning has already closed the epoch), a
+    run continued later with a larger ``num_train_steps`` resumes with exactly the batches that
+    would have followed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.global_step >= trainer.max_steps and not trainer.fit_loop._should_accumulate():
+            trainer.save_checkpoint(str(self.path))
+
+
 def swapped_monitor(name: str) -> str:
     """``val...`` <-> ``test...`` (the original also kept the best checkpoint by the other split)."""
     if name.startswith("val"):
@@ -93,6 +110,7 @@ def build_callbacks(cfg: Config) -> list[Callback]:
         ModelCheckpoint(dirpath=ckpt_dir, filename="latest-step-{step:06d}", monitor="step", mode="max",
                         every_n_train_steps=cfg.checkpoint_every_n_steps, save_top_k=1, save_last=True,
                         auto_insert_metric_name=False, enable_version_counter=False),
+        FinalCheckpoint(ckpt_dir / LAST),
         LearningRateMonitor(logging_interval="step"),
         TQDMProgressBar(refresh_rate=max(1, min(50, cfg.log_every_n_steps))),
     ]
