@@ -9,8 +9,10 @@ checkpoint loads with ``strict=True``.  Differences from upstream:
 * decoding uses a :class:`KVCache` object instead of forward hooks: cross-attention keys/values are
   computed once per utterance and shared by its beams, self-attention keys/values grow per step,
   and :meth:`KVCache.reorder` follows beam search and drops finished rows;
-* decoder blocks take an optional ``xv`` (video features) so that stage-2 gated cross-attention can
-  be added in front of self-attention without changing call sites.
+* decoder blocks take an optional ``xv`` (video features): stage-2 gated cross-attention
+  (``gated=True`` / :meth:`ResidualAttentionBlock.add_gated_x_attn`) runs in front of self-attention;
+  its keys/values over ``xv`` are cached once per utterance like the audio cross-attention
+  (see :mod:`whisper_flamingo.models.flamingo`).
 """
 
 from __future__ import annotations
@@ -110,11 +112,14 @@ class MultiHeadAttention(nn.Module):
 class ResidualAttentionBlock(nn.Module):
     """Pre-LN transformer block: self-attention, optional cross-attention, MLP.
 
-    Decoder blocks accept ``xv`` (video features); stage-2 gated cross-attention layers are inserted
-    before self-attention and use it.  Plain blocks ignore it.
+    With ``gated=True`` (or after :meth:`add_gated_x_attn`) the block first runs Flamingo-style gated
+    cross-attention over the video features ``xv``, then a gated feed-forward layer, and only then the
+    Whisper layers: ``x += tanh(attn_gate) * gated_x_attn(gated_x_attn_ln(x), xv)``;
+    ``x += tanh(ff_gate) * ff(ff_ln(x))``.  Both gates start at 0, so a new gated block computes
+    exactly what the plain block computes.  Plain blocks ignore ``xv``.
     """
 
-    def __init__(self, n_state: int, n_head: int, cross_attention: bool = False):
+    def __init__(self, n_state: int, n_head: int, cross_attention: bool = False, gated: bool = False):
         super().__init__()
         self.attn = MultiHeadAttention(n_state, n_head)
         self.attn_ln = LayerNorm(n_state)
@@ -123,15 +128,56 @@ class ResidualAttentionBlock(nn.Module):
         n_mlp = n_state * 4
         self.mlp = nn.Sequential(nn.Linear(n_state, n_mlp), nn.GELU(), nn.Linear(n_mlp, n_state))
         self.mlp_ln = LayerNorm(n_state)
+        self.gated = False
+        if gated:
+            self.add_gated_x_attn()
+
+    def add_gated_x_attn(self) -> None:
+        """Create the gated layers (default PyTorch init, gates 0) on this block's device and dtype.
+
+        Names are the original's: ``gated_x_attn``, ``gated_x_attn_ln``, ``attn_gate`` (1,), ``ff_ln``,
+        ``ff`` (Linear d->4d, GELU, Linear 4d->d), ``ff_gate`` (1,).
+        """
+        if self.gated:
+            return
+        ref = self.attn.query.weight
+        n_state, n_head = ref.shape[1], self.attn.n_head
+        with torch.device(ref.device):
+            self.gated_x_attn = MultiHeadAttention(n_state, n_head)
+            self.gated_x_attn_ln = LayerNorm(n_state)
+            self.attn_gate = nn.Parameter(torch.zeros(1, dtype=ref.dtype))
+            self.ff_ln = LayerNorm(n_state)
+            self.ff = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
+            self.ff_gate = nn.Parameter(torch.zeros(1, dtype=ref.dtype))
+        for name in ("gated_x_attn", "gated_x_attn_ln", "ff_ln", "ff"):
+            getattr(self, name).to(ref.dtype)
+        self.gated = True
 
     def static_kv(self, xa: Tensor, xv: Tensor | None = None) -> dict[str, tuple[Tensor, Tensor]]:
         """Keys/values that stay fixed during decoding (computed once per utterance)."""
-        if self.cross_attn is None:
-            return {}
-        return {"cross_attn": self.cross_attn.kv(xa)}
+        static = {}
+        if self.cross_attn is not None:
+            static["cross_attn"] = self.cross_attn.kv(xa)
+        if self.gated:
+            static["gated_x_attn"] = self.gated_x_attn.kv(self._need_xv(xv))
+        return static
+
+    def _need_xv(self, xv: Tensor | None) -> Tensor:
+        if xv is None:
+            raise ValueError("a gated decoder block needs video features xv (B, T_v, d); pass zeros for "
+                             "audio-only decoding")
+        return xv
 
     def forward(self, x: Tensor, xa: Tensor | None = None, *, causal: bool = False,
                 cache: LayerCache | None = None, xv: Tensor | None = None) -> Tensor:
+        if self.gated:
+            if cache is None:
+                a = self.gated_x_attn(self.gated_x_attn_ln(x), self._need_xv(xv))
+            else:
+                k, v = cache.static("gated_x_attn")
+                a = self.gated_x_attn.forward_static(self.gated_x_attn_ln(x), k, v, cache.group)
+            x = x + a * self.attn_gate.tanh()
+            x = x + self.ff(self.ff_ln(x)) * self.ff_gate.tanh()
         if cache is None:
             x = x + self.attn(self.attn_ln(x), causal=causal)
             if self.cross_attn is not None:
