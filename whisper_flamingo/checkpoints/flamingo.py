@@ -1,0 +1,234 @@
+"""Released Whisper-Flamingo checkpoints, and building a stage-2 model from a config.
+
+A released file is ``{"state_dict": {"model.<key>": tensor}}``.  Once ``model.`` is stripped the keys
+are those of :class:`~whisper_flamingo.models.flamingo.WhisperFlamingo`, plus AV-HuBERT's
+pretraining-only tensors that the model does not hold (``mask_emb``, ``label_embs_concat``,
+``final_proj.*`` under ``encoder.video_model.[w2v_model.]``): those are dropped (debug log), every
+other key must match exactly (strict; a CheckpointError lists a few missing / unexpected / mis-shaped
+keys).  Everything is inferred from the tensors: the Whisper size (64-dim heads), the video encoder
+(AV-HuBERT under ``encoder.video_model.w2v_model.`` = fine-tuned path, under ``encoder.video_model.``
+= self-supervised path, or the ResNet front end alone), its config (via
+:func:`~whisper_flamingo.checkpoints.avhubert.config_from_state_dict`), the fusion
+(``encoder.video_projection_blocks.*`` = lip-reader) and whether the decoder has gated layers.
+
+The model is built on the meta device and the tensors are *assigned* (no second copy in memory).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from whisper_flamingo.checkpoints.avhubert import (
+    UNUSED_KEYS,
+    UNUSED_PREFIXES,
+    avhubert_state_from_whisper_flamingo,
+    load_avhubert,
+    load_resencoder,
+)
+from whisper_flamingo.checkpoints.whisper import infer_dims, load_stage1_checkpoint, load_whisper
+from whisper_flamingo.errors import CheckpointError, ConfigError
+from whisper_flamingo.models.avhubert import AVHubertConfig
+from whisper_flamingo.models.flamingo import WhisperFlamingo, fusion_from_config
+from whisper_flamingo.models.resnet import ResEncoder
+from whisper_flamingo.models.whisper import ModelDimensions, Whisper
+
+log = logging.getLogger(__name__)
+
+VIDEO_PREFIX = "encoder.video_model."
+_NAMES = {384: "tiny", 512: "base", 768: "small", 1024: "medium", 1280: "large"}
+
+
+@dataclass
+class FlamingoLayout:
+    """What a Whisper-Flamingo state dict holds."""
+
+    dims: ModelDimensions
+    video: str  # "avhubert" | "resnet"
+    video_dim: int
+    fusion: str  # "separate" | "lip-reader"
+    gated: bool
+    avhubert_config: AVHubertConfig | None = None
+    avhubert_mode: str | None = None  # "finetuned" | "pretrained"
+    avhubert_prefix: str = ""  # e.g. "encoder.video_model.w2v_model."
+
+    def describe(self) -> str:
+        size = _NAMES.get(self.dims.n_text_state, f"d={self.dims.n_text_state}")
+        if self.video == "avhubert":
+            c = self.avhubert_config
+            video = f"AV-HuBERT {self.avhubert_mode} ({c.encoder_layers} layers, dim {c.encoder_embed_dim})"
+        else:
+            video = "ResNet-18 front end"
+        return (f"Whisper {size} ({self.dims.n_text_layer}+{self.dims.n_audio_layer} layers) + {video}, "
+                f"fusion {self.fusion}, {'gated' if self.gated else 'no gated'} cross-attention")
+
+
+def strip_model_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop Lightning's leading ``model.`` from every key that has it."""
+    return {(k[6:] if k.startswith("model.") else k): v for k, v in state_dict.items()}
+
+
+def read_whisper_flamingo_state(path: str | Path) -> dict[str, Tensor]:
+    """The state dict of a released (or our Lightning) Whisper-Flamingo file, ``model.`` stripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: Whisper-Flamingo checkpoint not found; check the path")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a zip file / needs the restricted unpickler
+        from whisper_flamingo.checkpoints.safe_pickle import safe_load
+
+        ckpt = safe_load(path)
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+        keys = sorted(map(str, ckpt))[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise CheckpointError(f"{path}: no 'state_dict' entry (found {keys}); expected a Whisper-Flamingo "
+                              "checkpoint {'state_dict': {'model.<key>': tensor}}")
+    return strip_model_prefix(ckpt["state_dict"])
+
+
+def infer_layout(state: Mapping[str, Tensor], source: str = "<state_dict>") -> FlamingoLayout:
+    """Inspect a ``model.``-stripped Whisper-Flamingo state dict (see the module doc)."""
+    if "encoder.video_projection.weight" not in state:
+        raise CheckpointError(f"{source}: no 'encoder.video_projection.weight'; this is not an audio-visual "
+                              "Whisper-Flamingo checkpoint (an audio-only one loads with load_whisper)")
+    whisper_part = {k: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))
+                    and not k.startswith(("encoder.video_", "encoder.video_model."))}
+    dims = infer_dims(whisper_part, where=source)
+    video_dim = int(state["encoder.video_projection.weight"].shape[1])
+    fusion = "lip-reader" if any(k.startswith("encoder.video_projection_blocks.") for k in state) else "separate"
+    gated = "decoder.blocks.0.gated_x_attn.query.weight" in state
+    if f"{VIDEO_PREFIX}frontend3D.0.weight" in state:
+        return FlamingoLayout(dims, "resnet", video_dim, fusion, gated)
+    if not any(k.startswith(VIDEO_PREFIX) for k in state):
+        raise CheckpointError(f"{source}: no '{VIDEO_PREFIX}*' keys; the video encoder weights are missing")
+    video_state = {k: v for k, v in state.items() if k.startswith(VIDEO_PREFIX)}
+    _, cfg, mode, prefix = avhubert_state_from_whisper_flamingo(video_state, source=source)
+    return FlamingoLayout(dims, "avhubert", video_dim, fusion, gated, cfg, mode, prefix)
+
+
+def build_for_layout(layout: FlamingoLayout, device: str | torch.device = "cpu") -> WhisperFlamingo:
+    """A (randomly initialised, or meta) :class:`WhisperFlamingo` with the layout's shapes and names."""
+    with torch.device(device):
+        return WhisperFlamingo.build(layout.dims, use_av_hubert_encoder=layout.video == "avhubert",
+                                     av_fusion=layout.fusion, add_gated_x_attn=layout.gated,
+                                     avhubert_config=layout.avhubert_config,
+                                     video_mode=layout.avhubert_mode or "finetuned")
+
+
+def model_state(state: Mapping[str, Tensor], layout: FlamingoLayout, source: str = "<state_dict>"
+                ) -> dict[str, Tensor]:
+    """The file's keys as the model names them: AV-HuBERT pretraining-only tensors dropped, newer
+    weight-norm parametrisation names mapped to ``weight_g``/``weight_v``."""
+    out: dict[str, Tensor] = {}
+    prefix = layout.avhubert_prefix
+    for key, value in state.items():
+        if prefix and key.startswith(prefix):
+            name = key[len(prefix):]
+            if name in UNUSED_KEYS or name.startswith(UNUSED_PREFIXES):
+                log.debug("%s: dropping unused AV-HuBERT tensor '%s'", source, key)
+                continue
+            name = name.replace("parametrizations.weight.original0", "weight_g")
+            name = name.replace("parametrizations.weight.original1", "weight_v")
+            key = prefix + name
+        out[key] = value
+    return out
+
+
+def load_state_strict(model: WhisperFlamingo, state: Mapping[str, Tensor], source: str = "<state_dict>",
+                      assign: bool = False) -> None:
+    """Strict ``load_state_dict`` with a one-line CheckpointError naming a few offending keys.
+
+    ``assign=True`` is for a meta-device model (the tensors become the parameters)."""
+    expected = model.state_dict()
+    state = dict(state)
+    for key in expected:  # very old BatchNorm checkpoints lack the counter
+        if key not in state and key.endswith("num_batches_tracked"):
+            state[key] = torch.zeros((), dtype=torch.long)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} (model {tuple(expected[k].shape)})" for k in expected
+              if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})")
+    if problems:
+        raise CheckpointError(f"{source}: does not match the Whisper-Flamingo model: {'; '.join(problems)}; "
+                              "check that the checkpoint and the model config (size, video encoder, fusion) agree")
+    model.load_state_dict(state, strict=True, assign=assign)
+
+
+def load_whisper_flamingo(path: str | Path, device: str | torch.device = "cpu",
+                          dtype: torch.dtype | None = torch.float32) -> WhisperFlamingo:
+    """A released Whisper-Flamingo ``.pt`` as an eval-mode :class:`WhisperFlamingo` (strict load).
+
+    ``dtype=None`` keeps the file's dtypes.
+    """
+    source = str(path)
+    state = read_whisper_flamingo_state(path)
+    model, layout = load_whisper_flamingo_state(state, source)
+    if dtype is not None:
+        model = model.to(dtype)
+    log.info("%s: loaded %s", source, layout.describe())
+    return model.to(device).eval()
+
+
+def load_whisper_flamingo_state(state: Mapping[str, Tensor], source: str = "<state_dict>"
+                                ) -> tuple[WhisperFlamingo, FlamingoLayout]:
+    """Build the matching model on the meta device and assign ``state`` (``model.`` stripped) strictly."""
+    state = strip_model_prefix(state)
+    layout = infer_layout(state, source)
+    model = build_for_layout(layout, "meta")
+    load_state_strict(model, model_state(state, layout, source), source, assign=True)
+    saved = set(model.state_dict())
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
+            if t.is_meta and n not in saved]
+    if left:  # a non-persistent buffer would still be on the meta device
+        raise CheckpointError(f"{source}: {len(left)} tensors were not set by the checkpoint (e.g. {left[0]})")
+    return model, layout
+
+
+def build_whisper_flamingo(cfg: Any, whisper: Whisper | None = None) -> WhisperFlamingo:
+    """The stage-2 model of a config: Whisper (``model_name`` + ``pt_ckpt``, or the given one), the video
+    encoder from ``video_model_ckpt`` (AV-HuBERT with ``use_av_hubert_encoder``, else the ResNet front
+    end), fusion ``av_fusion``, gated layers with ``add_gated_x_attn``.
+
+    With ``video_feature_dir`` set and no ``video_model_ckpt`` the model has no video encoder (features
+    are read from disk; D_v = 1024 for AV-HuBERT Large, 512 for the ResNet).  The video encoder comes
+    back in eval mode: the training task decides its train/eval mode and freezing.
+    """
+    fusion = fusion_from_config(getattr(cfg, "av_fusion", "separate"))
+    if whisper is None:
+        whisper = load_whisper(cfg.model_name, download_root=getattr(cfg, "whisper_download_root", None))
+        if getattr(cfg, "pt_ckpt", ""):
+            load_stage1_checkpoint(whisper, cfg.pt_ckpt)
+    use_av = bool(getattr(cfg, "use_av_hubert_encoder", True))
+    ckpt = getattr(cfg, "video_model_ckpt", "")
+    encoder = None
+    if ckpt:
+        if use_av:
+            mode = getattr(cfg, "video_model_mode", "auto")
+            encoder = load_avhubert(ckpt, mode=None if mode in ("auto", "", None) else mode)
+        else:
+            encoder = load_resencoder(ckpt)
+        encoder = encoder.to(whisper.encoder.conv1.weight.dtype)
+    elif not getattr(cfg, "video_feature_dir", ""):
+        raise ConfigError("video_model_ckpt: empty; set the AV-HuBERT checkpoint (or video_feature_dir with "
+                          "features from `whisper-flamingo extract-video-features`)")
+    dim = encoder.out_dim if encoder is not None else (1024 if use_av else ResEncoder.out_dim)
+    model = WhisperFlamingo.from_whisper(whisper, encoder, dim, fusion, gated=bool(getattr(cfg, "add_gated_x_attn", 1)))
+    return model.to(whisper.encoder.conv1.weight.device)
+
+
+__all__ = ["FlamingoLayout", "VIDEO_PREFIX", "strip_model_prefix", "read_whisper_flamingo_state", "infer_layout",
+           "build_for_layout", "model_state", "load_state_strict", "load_whisper_flamingo",
+           "load_whisper_flamingo_state", "build_whisper_flamingo"]
