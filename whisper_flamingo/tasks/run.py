@@ -39,8 +39,11 @@ def train(cfg: Config) -> Path:
     if cfg.is_audio_visual:
         raise ConfigError("this config trains Whisper-Flamingo (stage 2: add_gated_x_attn/av_fusion), "
                           "which this version cannot train yet; use a config/audio/ config")
+    from whisper_flamingo.cli import route_library_logs
     from whisper_flamingo.data.datamodule import MuavicDataModule
     from whisper_flamingo.tasks.asr import WhisperASRTask, count_parameters, human
+
+    route_library_logs()
 
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_dir = cfg.checkpoint_dir
