@@ -1,0 +1,172 @@
+"""The decode runner and CLI: output layout, original files, resume after a crash, YAML, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from whisper.model import ModelDimensions
+from whisper.tokenizer import get_tokenizer
+
+import whisper_decode_video
+from whisper_flamingo.checkpoints.whisper import save_openai_checkpoint
+from whisper_flamingo.commands import decode as decode_cmd
+from whisper_flamingo.decoding import runner
+from whisper_flamingo.decoding.runner import Condition, DecodeSettings, read_done, run_decode
+from whisper_flamingo.decoding.search import SearchOptions
+from whisper_flamingo.errors import ConfigError
+from whisper_flamingo.models import Whisper
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is fastest (and immune to other processes on a 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A random multilingual Whisper whose hypotheses vary in length (some end, some run out)."""
+    torch.manual_seed(0)
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=2)
+    model = Whisper(dims)
+    for name, p in model.named_parameters():
+        if p.ndim == 1:
+            p.data = torch.randn_like(p) * 0.1 + (1.0 if name.endswith(".weight") else 0.0)
+        elif "token_embedding" not in name:
+            torch.nn.init.normal_(p, std=0.3)
+        else:
+            torch.nn.init.normal_(p, std=1.0)
+    model.decoder.token_embedding.weight.data[get_tokenizer(True).eot] *= 3.0
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_random.pt"
+    save_openai_checkpoint(path, dims, model.state_dict())
+    return path
+
+
+def _settings(root: Path, ckpt: Path, out: Path, **kw) -> DecodeSettings:
+    base = dict(langs=["en"], model_type="tiny", checkpoint_path=str(ckpt), muavic_root=str(root),
+                noise_snrs=[0.0, 1000.0], noise_fns=[str(root / "noise" / "test.tsv")], decode_path=str(out),
+                batch_bins=24000, device="cpu", search=SearchOptions(max_new_tokens=12))
+    base.update(kw)
+    return DecodeSettings(**base)
+
+
+def _rows(path: Path) -> list[dict]:
+    return sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda o: o["index"])
+
+
+def test_resume_after_crash_equals_uninterrupted_run(tiny_corpus, tiny_ckpt, tmp_path, monkeypatch):
+    full = run_decode(_settings(tiny_corpus, tiny_ckpt, tmp_path / "a"))
+    assert [s["snr"] for s in full] == [0.0, 1000.0]
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash(n_batch: int) -> None:
+        if n_batch == 1:
+            raise Crash
+
+    monkeypatch.setattr(runner, "after_batch_hook", crash)
+    settings_b = _settings(tiny_corpus, tiny_ckpt, tmp_path / "b")
+    with pytest.raises(Crash):
+        run_decode(settings_b)
+    cond = Condition("en", "asr", 0.0, settings_b.noise_fns[0])
+    jsonl = runner.condition_dir(settings_b, cond) / "utterances.jsonl"
+    partial = jsonl.read_text().splitlines()
+    assert 0 < len(partial) < 4
+    with open(jsonl, "a") as f:  # the process died while writing the next line
+        f.write('{"id": "torn", "hyp": "hal')
+    monkeypatch.setattr(runner, "after_batch_hook", None)
+    resumed = run_decode(settings_b)
+    for a, b in zip(full, resumed):
+        assert a["scores"] == b["scores"] and a["utterances"] == b["utterances"] == 4
+    for s_a, s_b in zip(full, resumed):
+        da = runner.condition_dir(_settings(tiny_corpus, tiny_ckpt, tmp_path / "a"),
+                                  Condition("en", "asr", s_a["snr"], settings_b.noise_fns[0]))
+        db = runner.condition_dir(settings_b, Condition("en", "asr", s_b["snr"], settings_b.noise_fns[0]))
+        assert _rows(da / "utterances.jsonl") == _rows(db / "utterances.jsonl")
+        for name in ("pred.txt", "wer.368862", "wer.json"):
+            assert (da / name).read_text() == (db / name).read_text()
+    # noise changes the hypotheses of at least one utterance (the condition is really noisy)
+    d0 = runner.condition_dir(settings_b, Condition("en", "asr", 0.0, settings_b.noise_fns[0]))
+    d1 = runner.condition_dir(settings_b, Condition("en", "asr", 1000.0, settings_b.noise_fns[0]))
+    assert [r["hyp"] for r in _rows(d0 / "utterances.jsonl")] != [r["hyp"] for r in _rows(d1 / "utterances.jsonl")]
+    # a finished condition is not decoded again
+    monkeypatch.setattr(runner, "after_batch_hook", lambda n: pytest.fail("decoded again"))
+    run_decode(settings_b)
+    # other settings on the same folder are refused
+    with pytest.raises(ConfigError, match="other settings"):
+        run_decode(_settings(tiny_corpus, tiny_ckpt, tmp_path / "b", seed=5))
+
+
+def test_original_command_line_and_outputs(tiny_corpus, tiny_ckpt, tmp_path, capsys):
+    noise = tiny_corpus / "noise" / "test.tsv"
+    rc = whisper_decode_video.main([
+        "--lang", "en", "--model-type", "tiny", "--noise-snr", "0", "--noise-fn", str(noise),
+        "--checkpoint-path", str(tiny_ckpt), "--beam-size", "2", "--modalities", "asr",
+        "--use_av_hubert_encoder", "0", "--av_fusion", "None", "--fp16", "1", "--decode-path", str(tmp_path),
+        "--task", "transcribe", "--normalizer", "whisper", "--use-original-whisper", "0",
+        "--muavic-root", str(tiny_corpus), "--max-new-tokens", "16", "--max-utterances", "3"])
+    assert rc == 0
+    out = Path(str(tmp_path) + "/" + str(tiny_ckpt).lstrip("/")) / "en/test/asr/snr-0/visible-0/beam-2/noise"
+    assert out.is_dir(), sorted(p for p in tmp_path.rglob("*") if p.is_dir())
+    pred = (out / "pred.txt").read_text().splitlines()
+    assert len(pred) == 6 and all(line.startswith(("HYPO: ", "REF: ")[i % 2]) for i, line in enumerate(pred))
+    assert re.fullmatch(r"WER: \d+\.\d{4}\n", (out / "wer.368862").read_text())
+    wj = json.loads((out / "wer.json").read_text())
+    assert set(wj) == {"pred", "refs"} and len(wj["refs"]) == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metric"] == "wer" and summary["normalizer"] == "whisper" and summary["beam"] == 2
+    prov = summary["provenance"]
+    assert len(prov["checkpoint_sha256"]) == 12 and prov["padded_30s"] is False and prov["precision"] == "fp32"
+    assert {"torch", "jiwer", "sacrebleu", "openai-whisper"} <= set(prov["versions"])
+    rows = _rows(out / "utterances.jsonl")
+    assert {"id", "lang", "ref", "hyp", "snr", "modality", "sub", "del", "ins", "ref_words", "flags",
+            "audio_seconds"} <= set(rows[0])
+    errors = sum(r["sub"] + r["del"] + r["ins"] for r in rows)
+    assert summary["scores"]["wer"]["errors"] == errors
+    assert "WER" in capsys.readouterr().out
+
+
+def test_translation_scores_bleu_from_yaml(tiny_corpus, tiny_ckpt, tmp_path):
+    cfg = tmp_path / "decode.yaml"
+    cfg.write_text(f"lang: es\ntask: X-En\nmuavic-root: {tiny_corpus}\ncheckpoint_path: {tiny_ckpt}\n"
+                   f"decode_path: {tmp_path / 'out'}\nmax_new_tokens: 12\nnoise-snr: 1000\n")
+    parser = decode_cmd.argparse.ArgumentParser()
+    decode_cmd.add_arguments(parser)
+    args = parser.parse_args(["--config", str(cfg), "--beam-size", "1"])
+    assert decode_cmd.run(args) == 0
+    outs = list((tmp_path / "out").rglob("bleu.368862"))
+    assert len(outs) == 1 and "/es/test/asr/snr-1000/visible-0/beam-1/none" in str(outs[0].parent)
+    summary = json.loads((outs[0].parent / "summary.json").read_text())
+    assert summary["metric"] == "bleu" and "tok:13a" in summary["sacrebleu_signature"]
+    assert json.loads((outs[0].parent / "bleu.json").read_text())["pred"]
+    cfg.write_text("beam_sise: 5\n")
+    with pytest.raises(ConfigError, match="did you mean 'beam_size'"):
+        decode_cmd.apply_yaml(parser.parse_args(["--config", str(cfg)]))
+
+
+def test_audio_visual_modalities_give_one_clear_error(tiny_ckpt, tmp_path, capsys):
+    rc = whisper_decode_video.main(["--lang", "en", "--modalities", "avsr", "--checkpoint-path", str(tiny_ckpt),
+                                    "--decode-path", str(tmp_path), "--muavic-root", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "needs a Whisper-Flamingo model" in err[0]
+    with pytest.raises(ConfigError, match="needs --noise-fn"):
+        runner.conditions(DecodeSettings(langs=["en"], noise_snrs=[0.0]))
+
+
+def test_read_done_tolerates_only_a_torn_last_line(tmp_path):
+    p = tmp_path / "utterances.jsonl"
+    p.write_text('{"id": "a"}\n{"id": "b"}\n{"id": "c", "hy')
+    assert list(read_done(p)) == ["a", "b"]
+    assert p.read_text() == '{"id": "a"}\n{"id": "b"}\n'  # cut so that appending stays valid
+    p.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
+    with pytest.raises(Exception, match=r"utterances.jsonl:2"):
+        read_done(p)

@@ -1,0 +1,146 @@
+"""``whisper-flamingo decode``: decode test sets over languages, modalities, noise lists and SNRs.
+
+Every flag of the original ``whisper_decode_video.py`` keeps its meaning; ``--lang``, ``--modalities``,
+``--noise-snr`` and ``--noise-fn`` take several values (one output directory per combination).
+``--config FILE.yaml`` supplies any option (keys are the option names, ``-`` or ``_``); flags given on
+the command line win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from pathlib import Path
+
+from whisper_flamingo.errors import ConfigError
+
+
+def _flag(value: str) -> int:
+    return int(value)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("original flags (whisper_decode_video.py)")
+    g.add_argument("--lang", nargs="+", default=["ru"],
+                   help="language code(s); 'lrs2' = LRS2 English test; a '-visible' suffix only changes the "
+                        "output path (visible-1) (default: ru)")
+    g.add_argument("--model-type", default="medium", help="Whisper size or name (default: medium)")
+    g.add_argument("--noise-snr", nargs="+", type=float, default=[1000.0],
+                   help="SNR(s) in dB, e.g. -10 -5 0 5 10 1000; 1000 = clean (default: 1000)")
+    g.add_argument("--noise-fn", nargs="+", default=None,
+                   help="noise list(s) (.tsv, one wav per line); the list's parent folder names the output "
+                        "folder (e.g. noise/babble/lrs3/test.tsv -> lrs3)")
+    g.add_argument("--beam-size", type=int, default=1, help="1 = greedy, >1 = beam search (default: 1)")
+    g.add_argument("--modalities", nargs="+", default=["asr"], choices=["asr", "avsr", "vsr"],
+                   help="asr (audio), avsr (audio-visual), vsr (video only) (default: asr; the original "
+                        "defaulted to avsr)")
+    g.add_argument("--use_av_hubert_encoder", "--use-av-hubert-encoder", type=_flag, default=0,
+                   help="1 = AV-HuBERT video encoder")
+    g.add_argument("--av_fusion", "--av-fusion", default="",
+                   help="'separate' = Whisper-Flamingo gated cross-attention; 'None' = audio model")
+    g.add_argument("--fp16", type=_flag, default=1, help="1 = half precision on GPU (CPU always fp32)")
+    g.add_argument("--checkpoint-path", default=None, help="fine-tuned checkpoint (decoded at variable length)")
+    g.add_argument("--decode-path", default="decode/", help="output root (default: decode/)")
+    g.add_argument("--whisper-path", default="models/", help="folder of OpenAI Whisper .pt files")
+    g.add_argument("--av-hubert-path", default="av_hubert/avhubert/", help="(original) fairseq user dir")
+    g.add_argument("--av-hubert-ckpt", default="models/large_noise_pt_noise_ft_433h_only_weights.pt",
+                   help="AV-HuBERT checkpoint")
+    g.add_argument("--task", default="transcribe", choices=["transcribe", "En-X", "X-En"],
+                   help="transcribe, En-X or X-En (only X-En uses <|translate|>)")
+    g.add_argument("--normalizer", default="fairseq", choices=["fairseq", "whisper", "none"],
+                   help="text normaliser for WER (default: fairseq)")
+    g.add_argument("--use-original-whisper", type=_flag, default=0,
+                   help="1 = zero-shot OpenAI Whisper (ignores --checkpoint-path; 30-s padded input)")
+    n = parser.add_argument_group("data, batching, output")
+    n.add_argument("--config", default=None, help="YAML file with any of these options")
+    n.add_argument("--muavic-root", default="", help="folder holding muavic/ (manifests and media)")
+    n.add_argument("--lrs2-root", default="", help="LRS2 folder (for --lang lrs2)")
+    n.add_argument("--split", default="test", choices=["test", "valid", "train"], help="(default: test)")
+    n.add_argument("--batch-bins", type=int, default=640000,
+                   help="audio samples per batch, padding included (default: 640000 = 40 s)")
+    n.add_argument("--max-utterances", type=int, default=None, help="decode only the first N utterances")
+    n.add_argument("--seed", type=int, default=0, help="seed of the noise draws (default: 0)")
+    n.add_argument("--num-workers", type=int, default=0, help="data loader workers (default: 0)")
+    n.add_argument("--on-bad-sample", default="error", choices=["error", "skip"])
+    n.add_argument("--overwrite", action="store_true", help="decode again instead of resuming")
+    n.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    s = parser.add_argument_group("search")
+    s.add_argument("--patience", type=float, default=None, help="beam patience (default: 1.0)")
+    s.add_argument("--length-penalty", type=float, default=None,
+                   help="GNMT alpha in [0, 1]; default: divide by the length")
+    s.add_argument("--max-new-tokens", type=int, default=224, help="token cap per utterance (default: 224)")
+    s.add_argument("--tokens-per-second", type=float, default=15.0,
+                   help="budget = min(cap, 20 + this x seconds); 0 = always the cap (default: 15)")
+    s.add_argument("--loop-repeats", type=int, default=4,
+                   help="stop a hypothesis repeating one n-gram this many times; 0 = off (default: 4)")
+
+
+def _defaults() -> dict:
+    p = argparse.ArgumentParser(add_help=False)
+    add_arguments(p)
+    return vars(p.parse_args([]))
+
+
+def apply_yaml(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill options left at their defaults from ``args.config`` (a YAML mapping)."""
+    if not getattr(args, "config", None):
+        return args
+    import yaml
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value")
+    defaults = _defaults()
+    known = sorted(k for k in defaults if k != "config")
+    list_keys = {"lang", "noise_snr", "noise_fn", "modalities"}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(f"{path}: unknown option {raw_key!r}" + (f"; did you mean {hint[0]!r}?" if hint else
+                                                                          f"; known: {', '.join(known)}"))
+        if key in list_keys and value is not None and not isinstance(value, list):
+            value = [value]
+        if key == "noise_snr":
+            value = [float(v) for v in value]
+        if getattr(args, key) == defaults[key]:
+            setattr(args, key, value)
+    return args
+
+
+def settings_from_args(args: argparse.Namespace):
+    from whisper_flamingo.decoding.runner import DecodeSettings
+    from whisper_flamingo.decoding.search import SearchOptions
+
+    search = SearchOptions(beam_size=args.beam_size, patience=args.patience, length_penalty=args.length_penalty,
+                           max_new_tokens=args.max_new_tokens,
+                           budget_per_second=args.tokens_per_second or None, loop_repeats=args.loop_repeats)
+    return DecodeSettings(
+        langs=list(args.lang), model_type=args.model_type, checkpoint_path=args.checkpoint_path,
+        use_original_whisper=bool(args.use_original_whisper), noise_snrs=list(args.noise_snr),
+        noise_fns=list(args.noise_fn) if args.noise_fn else [None], modalities=list(args.modalities),
+        task=args.task, normalizer=args.normalizer, fp16=bool(args.fp16), decode_path=args.decode_path,
+        whisper_path=args.whisper_path, muavic_root=args.muavic_root, lrs2_root=args.lrs2_root,
+        split=args.split, batch_bins=args.batch_bins, max_utterances=args.max_utterances, seed=args.seed,
+        num_workers=args.num_workers, on_bad_sample=args.on_bad_sample, overwrite=args.overwrite,
+        device=args.device, search=search, av_fusion=args.av_fusion,
+        use_av_hubert_encoder=bool(args.use_av_hubert_encoder), av_hubert_path=args.av_hubert_path,
+        av_hubert_ckpt=args.av_hubert_ckpt)
+
+
+def run(args: argparse.Namespace) -> int:
+    from whisper_flamingo.decoding.runner import run_decode
+
+    summaries = run_decode(settings_from_args(apply_yaml(args)))
+    for s in summaries:
+        score = "n/a" if s["score"] is None else f"{s['score']:.2f}"
+        sys.stdout.write(f"{s['lang_arg']}\t{s['modality']}\tsnr {s['snr']:g}\t{s['noise_name']}\t"
+                         f"beam {s['beam']}\t{s['metric'].upper()} {score}\t({s['utterances']} utts)\n")
+    return 0
