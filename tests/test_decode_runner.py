@@ -170,3 +170,26 @@ def test_read_done_tolerates_only_a_torn_last_line(tmp_path):
     p.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
     with pytest.raises(Exception, match=r"utterances.jsonl:2"):
         read_done(p)
+
+
+def test_slurm_scripts_forward_the_original_arguments():
+    import shlex
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "DRY_RUN": "1", "LANGS": "en es", "MUAVIC_ROOT": "/data/mu"}
+    jobs = subprocess.run(["bash", "slurm/whisper_decode_multi_wrapper.sh"], cwd=repo, env=env, text=True,
+                          capture_output=True, check=True).stdout.splitlines()
+    assert len(jobs) == 4 and all(j.startswith("sbatch slurm/whisper_decode.sh ") for j in jobs)
+    job = shlex.split(jobs[0])[2:]  # the 16 positional arguments and the extra flags
+    out = subprocess.run(["bash", "slurm/whisper_decode.sh", *job], cwd=repo, env={**env, "PY": "echo"},
+                         text=True, capture_output=True, check=True).stdout.splitlines()[-1]
+    argv = shlex.split(out)
+    assert argv[:2] == ["-u", "whisper_decode_video.py"]
+    parser = decode_cmd.argparse.ArgumentParser()
+    decode_cmd.add_arguments(parser)
+    args = parser.parse_args(argv[2:])
+    assert (args.lang, args.beam_size, args.noise_snr, args.task) == (["en"], 5, [0.0], "transcribe")
+    assert args.checkpoint_path == "models/whisper-flamingo_multi-all_medium.pt"
+    assert args.noise_fn == ["noise/babble/lrs3/test.tsv"] and args.muavic_root == "/data/mu"
+    assert not (repo / "slurm" / "decode_slurm").exists()

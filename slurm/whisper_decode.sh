@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One decode job (one GPU). Takes the original 16 positional arguments, in the original order; any
+# further arguments are passed on as flags (e.g. --muavic-root DIR --noise-snr -5 0 5).
+# Decoding resumes where a preempted/requeued job stopped (utterances.jsonl is appended per batch).
+#
+#   sbatch slurm/whisper_decode.sh en small 0 noise/babble/lrs3/test.tsv models/ckpt.pt 15 asr 0 None 1 \
+#       decode/ av_hubert/avhubert/ models/large_noise_pt_noise_ft_433h_only_weights.pt transcribe fairseq 0 \
+#       --muavic-root "$PWD"
+#
+#SBATCH --job-name=wf-decode
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=4
+#SBATCH --mem=22G
+#SBATCH --time=12:00:00
+#SBATCH --requeue
+#SBATCH --output=slurm/decode_slurm/%x-%j.out
+#SBATCH --error=slurm/decode_slurm/%x-%j.err
+set -euo pipefail
+if [ "$#" -lt 16 ]; then
+  echo "usage: $0 LANG MODEL_TYPE NOISE_SNR NOISE_FN CHECKPOINT BEAM MODALITIES USE_AV_HUBERT AV_FUSION FP16" \
+       "DECODE_PATH AV_HUBERT_PATH AV_HUBERT_CKPT TASK NORMALIZER USE_ORIGINAL_WHISPER [--flag ...]" >&2
+  exit 2
+fi
+PY=${PY:-${VENV:-.venv}/bin/python}
+LANG_CODE=$1 MODEL_TYPE=$2 NOISE_SNR=$3 NOISE_FN=$4 CHECKPOINT=$5 BEAM=$6 MODALITIES=$7 USE_AVH=$8
+AV_FUSION=$9 FP16=${10} DECODE_PATH=${11} AVH_PATH=${12} AVH_CKPT=${13} TASK=${14} NORMALIZER=${15}
+ORIGINAL=${16}
+shift 16
+echo "lang=$LANG_CODE model=$MODEL_TYPE snr=$NOISE_SNR noise=$NOISE_FN checkpoint=$CHECKPOINT beam=$BEAM" \
+     "modalities=$MODALITIES av_hubert=$USE_AVH fusion=$AV_FUSION fp16=$FP16 out=$DECODE_PATH task=$TASK" \
+     "normalizer=$NORMALIZER original=$ORIGINAL extra=$*"
+ARGS=(--lang "$LANG_CODE" --model-type "$MODEL_TYPE" --noise-snr "$NOISE_SNR" --beam-size "$BEAM"
+      --modalities "$MODALITIES" --use_av_hubert_encoder "$USE_AVH" --av_fusion "$AV_FUSION" --fp16 "$FP16"
+      --decode-path "$DECODE_PATH" --av-hubert-path "$AVH_PATH" --av-hubert-ckpt "$AVH_CKPT" --task "$TASK"
+      --normalizer "$NORMALIZER" --use-original-whisper "$ORIGINAL")
+if [ -n "$NOISE_FN" ] && [ "$NOISE_FN" != "None" ]; then ARGS+=(--noise-fn "$NOISE_FN"); fi
+if [ -n "$CHECKPOINT" ] && [ "$CHECKPOINT" != "None" ]; then ARGS+=(--checkpoint-path "$CHECKPOINT"); fi
+exec "$PY" -u whisper_decode_video.py "${ARGS[@]}" "$@"

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Multilingual sweep: one job per language x beam x SNR (mWhisper-Flamingo medium, LRS3 babble).
+# Edit the variables below; DRY_RUN=1 prints the sbatch commands instead of submitting them.
+set -euo pipefail
+CHECKPOINT=${CHECKPOINT:-models/whisper-flamingo_multi-all_medium.pt}
+MODEL_TYPE=${MODEL_TYPE:-medium}
+MODALITIES=${MODALITIES:-avsr}          # asr for audio-only checkpoints
+AV_FUSION=${AV_FUSION:-separate}        # None for audio-only checkpoints
+USE_AV_HUBERT=${USE_AV_HUBERT:-1}
+NOISE_FN=${NOISE_FN:-noise/babble/lrs3/test.tsv}
+TASK=${TASK:-transcribe}
+FP16=${FP16:-1}
+DECODE_PATH=${DECODE_PATH:-decode/}
+AV_HUBERT_PATH=${AV_HUBERT_PATH:-av_hubert/avhubert/}
+AV_HUBERT_CKPT=${AV_HUBERT_CKPT:-models/mavhubert_only_weights.pt}
+NORMALIZER=${NORMALIZER:-fairseq}
+USE_ORIGINAL_WHISPER=${USE_ORIGINAL_WHISPER:-0}
+MUAVIC_ROOT=${MUAVIC_ROOT:-$PWD}
+LANGS=${LANGS:-"en ar de el es fr it pt ru"}
+BEAMS=${BEAMS:-"5"}
+SNRS=${SNRS:-"0 1000"}
+SBATCH=${SBATCH:-sbatch}
+[ "${DRY_RUN:-0}" = 1 ] && SBATCH="echo sbatch"
+[ "${DRY_RUN:-0}" = 1 ] || mkdir -p slurm/decode_slurm
+for lang in $LANGS; do
+  for beam in $BEAMS; do
+    for snr in $SNRS; do
+      $SBATCH slurm/whisper_decode.sh "$lang" "$MODEL_TYPE" "$snr" "$NOISE_FN" "$CHECKPOINT" "$beam" \
+        "$MODALITIES" "$USE_AV_HUBERT" "$AV_FUSION" "$FP16" "$DECODE_PATH" "$AV_HUBERT_PATH" "$AV_HUBERT_CKPT" \
+        "$TASK" "$NORMALIZER" "$USE_ORIGINAL_WHISPER" --muavic-root "$MUAVIC_ROOT"
+    done
+  done
+done
