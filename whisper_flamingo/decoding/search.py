@@ -169,15 +169,15 @@ class _Filters:
     """Suppression applied in place to float32 logits of the next position."""
 
     def __init__(self, tokenizer, options: SearchOptions, vocab: int, device: torch.device) -> None:
-        self.always = torch.zeros(vocab, dtype=torch.bool, device=device)
-        ids = [t for t in suppressed_tokens(tokenizer, options) if t < vocab]
-        self.always[ids] = True
-        self.first = self.always.clone()
+        always = [t for t in suppressed_tokens(tokenizer, options) if t < vocab]
+        first = list(always)
         if options.suppress_blank:
-            self.first[[t for t in tokenizer.encode(" ") + [tokenizer.eot] if t < vocab]] = True
+            first += [t for t in tokenizer.encode(" ") + [tokenizer.eot] if t < vocab]
+        self.always = torch.tensor(sorted(set(always)), dtype=torch.long, device=device)
+        self.first = torch.tensor(sorted(set(first)), dtype=torch.long, device=device)
 
     def apply(self, logits: Tensor, first_step: bool) -> None:
-        logits.masked_fill_(self.first if first_step else self.always, -math.inf)
+        logits.index_fill_(1, self.first if first_step else self.always, -math.inf)
 
 
 @torch.no_grad()
@@ -254,8 +254,8 @@ def _greedy(model, audio: Tensor, prompts: list[list[int]], tokenizer, options: 
             filters = _Filters(tokenizer, options, logits.shape[-1], device)
         filters.apply(logits, first_step=step == 0)
         next_tok = logits.argmax(dim=-1)
-        logprobs = F.log_softmax(logits, dim=-1)
-        sum_lp[active] += logprobs.gather(1, next_tok[:, None])[:, 0]
+        # log-probability of the chosen token only (no full log-softmax: the choice is the arg-max)
+        sum_lp[active] += logits.gather(1, next_tok[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
         step += 1
         ended = next_tok == eot
         generated = torch.cat([generated, next_tok[:, None]], dim=1)

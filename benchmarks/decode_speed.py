@@ -1,0 +1,275 @@
+"""Decoding speed on the same utterances: ours vs openai-whisper vs CTranslate2 (faster-whisper's engine).
+
+Utterances: ``../shared/data/jfk.flac`` plus, with ``--muavic-root``, the English test set found there
+(e.g. the synthetic corpus of ``whisper-flamingo prepare``), utterances of at most ``--max-seconds``.
+One model (``--model``, default ``tiny.en``) with the same weights everywhere:
+
+* ours (``decoding.search.decode_batch``): greedy and beam 5, batch 1 and length-bucketed batches,
+  on 30-s padded input and on variable-length input (an off-the-shelf model was trained on 30-s
+  windows, so its variable-length WER shows what fine-tuning à la Whisper-Flamingo is needed for);
+* openai-whisper ``whisper.decode`` per utterance (30-s padded), greedy and beam 5;
+* CTranslate2 ``ctranslate2.models.Whisper`` (the engine of faster-whisper; the faster-whisper package is
+  not needed) with int8 and float32 weights converted from the same checkpoint, 30-s padded, per
+  utterance and batched, greedy and beam 5.
+
+Per configuration: audio seconds decoded per second (best of ``--repeats`` after one warm-up
+utterance), peak memory growth (RSS sampled every 2 ms on CPU; ``torch.cuda.max_memory_allocated`` on
+CUDA) and corpus WER (fairseq normaliser).  Threads are pinned: ``torch.set_num_threads(N)`` and CT2
+``intra_threads=N, inter_threads=1``.  The last line is
+
+``vs_openai=<x> vs_faster_whisper_int8=<y> padded_vs_openai=<z>``
+
+x = ours (variable length, batched, greedy) / openai greedy; y = the same / CT2 int8 greedy batched;
+z = ours (30-s padded, batch 1, greedy) / openai greedy (the same work, implementation only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, ask what you can do for "
+            "your country.")
+
+
+class PeakMemory:
+    """Peak resident memory (MB) above the level at entry; CUDA: peak allocated tensor memory."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_mb = 0.0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        self.base = self.peak = self._rss()
+        self.stop = threading.Event()
+
+        def sample() -> None:
+            while not self.stop.is_set():
+                self.peak = max(self.peak, self._rss())
+                time.sleep(0.002)
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak_mb = (torch.cuda.max_memory_allocated() - self.base) / 2**20
+            return
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, self._rss())
+        self.peak_mb = (self.peak - self.base) / 2**20
+
+
+def load_utterances(muavic_root: str | None, max_seconds: float, limit: int | None) -> list[dict]:
+    from whisper_flamingo.data.audio import load_audio, to_unit_range
+
+    utts = []
+    if muavic_root:
+        from whisper_flamingo.decoding.runner import DecodeSettings, load_records
+
+        records = load_records(DecodeSettings(langs=["en"], muavic_root=muavic_root), "en")
+        for r in records:
+            if r.n_samples <= max_seconds * 16000:
+                utts.append({"id": r.id, "audio": to_unit_range(load_audio(r.audio_path)), "ref": r.text})
+        if limit:
+            utts = utts[:limit]
+    jfk = SHARED / "jfk.flac"
+    if jfk.exists():
+        utts.append({"id": "jfk", "audio": to_unit_range(load_audio(jfk)), "ref": JFK_TEXT})
+    if not utts:
+        raise SystemExit("no utterances: ../shared/data/jfk.flac is missing and no --muavic-root was given")
+    return utts
+
+
+def mels(utts: list[dict], padded: bool, n_mels: int) -> list[torch.Tensor]:
+    from whisper_flamingo.data.audio import log_mel, pad_or_trim
+
+    return [log_mel(pad_or_trim(u["audio"]) if padded else u["audio"], n_mels) for u in utts]
+
+
+def batches_of(lengths: list[int], size: int) -> list[list[int]]:
+    """Length-sorted batches of at most ``size`` utterances (longest first)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def stack(ms: list[torch.Tensor]) -> torch.Tensor:
+    t = max(m.shape[-1] for m in ms)
+    out = torch.zeros(len(ms), ms[0].shape[0], t)
+    for i, m in enumerate(ms):
+        out[i, :, : m.shape[-1]] = m
+    return out
+
+
+def timed(run, utts: list[dict], repeats: int, device: torch.device) -> dict:
+    """Run ``run(indices) -> {index: text}`` over all utterances; best time of ``repeats``."""
+    run([0])  # warm-up (allocator, kernels, lazy init)
+    best, texts, mem = float("inf"), {}, 0.0
+    for _ in range(repeats):
+        with PeakMemory(device) as pm:
+            t0 = time.perf_counter()
+            texts = run(list(range(len(utts))))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - t0
+        best, mem = min(best, elapsed), max(mem, pm.peak_mb)
+    from whisper_flamingo.decoding.scoring import wer_cer
+
+    audio_s = sum(len(u["audio"]) for u in utts) / 16000
+    wer = wer_cer([u["ref"] for u in utts], [texts[i] for i in range(len(utts))], "fairseq", "en")["wer"]
+    return {"seconds": best, "speed": audio_s / best, "peak_mb": mem, "wer": wer}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tiny.en", help="Whisper name or checkpoint (default: tiny.en)")
+    p.add_argument("--muavic-root", default=None, help="corpus root with muavic/en/test.tsv (optional)")
+    p.add_argument("--max-seconds", type=float, default=10.0, help="longest corpus utterance (default: 10)")
+    p.add_argument("--max-utterances", type=int, default=24, help="corpus utterances to use (default: 24)")
+    p.add_argument("--batch-size", type=int, default=8, help="utterances per batch when batched (default: 8)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and CT2 (default: 2)")
+    p.add_argument("--repeats", type=int, default=1, help="timed passes per configuration; best kept")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["openai", "ct2", "beam"], help="leave these out")
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args(argv)
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    import whisper
+    from whisper.decoding import DecodingOptions
+    from whisper.tokenizer import get_tokenizer
+
+    from whisper_flamingo.checkpoints.whisper import export_ctranslate2, load_whisper
+    from whisper_flamingo.decoding.search import SearchOptions, decode_batch, suppressed_tokens
+
+    ours = load_whisper(args.model).to(device).eval()
+    dims, sd = ours.dims, ours.state_dict()
+    tok = get_tokenizer(ours.is_multilingual, num_languages=ours.num_languages, language="en", task="transcribe")
+    prompt = list(tok.sot_sequence_including_notimestamps)
+    utts = load_utterances(args.muavic_root, args.max_seconds, args.max_utterances)
+    audio_s = sum(len(u["audio"]) for u in utts) / 16000
+    fp16 = device.type == "cuda"
+    precision = "fp16" if fp16 else "fp32"
+    padded_m, var_m = mels(utts, True, dims.n_mels), mels(utts, False, dims.n_mels)
+    lengths = [len(u["audio"]) for u in utts]
+    beams = [1] if "beam" in args.skip else [1, 5]
+    results: dict[str, dict] = {}
+
+    def ours_run(ms, beam, batch):
+        opts = SearchOptions(beam_size=beam, precision=precision)
+
+        def run(idx):
+            out = {}
+            groups = [[i] for i in idx] if batch == 1 else batches_of([lengths[i] for i in idx], batch)
+            for g in groups:
+                g = [idx[j] for j in g] if batch != 1 else g
+                hyps = decode_batch(ours, stack([ms[i] for i in g]).to(device), [prompt] * len(g), tok, opts,
+                                    audio_seconds=[lengths[i] / 16000 for i in g])
+                out.update({i: h.text for i, h in zip(g, hyps)})
+            return out
+        return run
+
+    for beam in beams:
+        for padded in (True, False):
+            for batch in (1, args.batch_size):
+                name = f"ours {'greedy' if beam == 1 else f'beam{beam}'} {'padded' if padded else 'varlen'} " \
+                       f"{'b1' if batch == 1 else f'b{batch}'}"
+                results[name] = timed(ours_run(padded_m if padded else var_m, beam, batch), utts, args.repeats, device)
+                print(f"{name:34s} {results[name]['speed']:8.2f} x  WER {results[name]['wer']:.2f}", file=sys.stderr)
+
+    if "openai" not in args.skip:
+        ref = whisper.model.Whisper(dims).to(device).eval()
+        ref.load_state_dict(sd)
+        for beam in beams:
+            opts = DecodingOptions(language="en", without_timestamps=True, fp16=fp16,
+                                   beam_size=None if beam == 1 else beam)
+
+            def oa_run(idx, opts=opts):
+                return {i: whisper.decode(ref, padded_m[i].to(device), opts).text for i in idx}
+            name = f"openai {'greedy' if beam == 1 else f'beam{beam}'} padded b1"
+            results[name] = timed(oa_run, utts, args.repeats, device)
+            print(f"{name:34s} {results[name]['speed']:8.2f} x  WER {results[name]['wer']:.2f}", file=sys.stderr)
+        del ref
+
+    if "ct2" not in args.skip:
+        import ctranslate2
+
+        suppress = suppressed_tokens(tok, SearchOptions())
+        with tempfile.TemporaryDirectory() as tmp:
+            for quant in ("int8", "float32"):
+                d = export_ctranslate2(dims, sd, Path(tmp) / quant, quantization=quant)
+                compute = quant if device.type == "cpu" else {"int8": "int8_float16", "float32": "float16"}[quant]
+                model = ctranslate2.models.Whisper(str(d), device=device.type, compute_type=compute,
+                                                   intra_threads=args.threads, inter_threads=1)
+                for beam in beams:
+                    for batch in (1, args.batch_size):
+                        def ct2_run(idx, model=model, beam=beam, batch=batch):
+                            out = {}
+                            groups = [[i] for i in idx] if batch == 1 else [
+                                [idx[j] for j in g] for g in batches_of([lengths[i] for i in idx], batch)]
+                            for g in groups:
+                                feats = ctranslate2.StorageView.from_array(
+                                    np.ascontiguousarray(stack([padded_m[i] for i in g]).numpy()))
+                                res = model.generate(feats, [prompt] * len(g), beam_size=beam,
+                                                     max_length=224 + len(prompt), suppress_blank=True,
+                                                     suppress_tokens=suppress, length_penalty=1.0)
+                                for i, r in zip(g, res):
+                                    out[i] = tok.decode([t for t in r.sequences_ids[0] if t < tok.eot]).strip()
+                            return out
+                        name = f"ct2 {quant} {'greedy' if beam == 1 else f'beam{beam}'} padded " \
+                               f"{'b1' if batch == 1 else f'b{batch}'}"
+                        results[name] = timed(ct2_run, utts, args.repeats, device)
+                        print(f"{name:34s} {results[name]['speed']:8.2f} x  WER {results[name]['wer']:.2f}",
+                              file=sys.stderr)
+                del model
+
+    print(f"\n{args.model} on {device} ({args.threads} threads): {len(utts)} utterances, {audio_s:.1f} s of audio, "
+          f"batch {args.batch_size}, best of {args.repeats}\n")
+    print("| configuration | audio s / s | seconds | peak MB | WER |\n|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['speed']:.2f} | {r['seconds']:.2f} | {r['peak_mb']:.0f} | {r['wer']:.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "device": str(device), "threads": args.threads,
+                                               "utterances": len(utts), "audio_seconds": audio_s,
+                                               "results": results}, indent=2) + "\n")
+
+    def ratio(a: str, b: str) -> str:
+        return f"{results[a]['speed'] / results[b]['speed']:.2f}" if a in results and b in results else "n/a"
+
+    best = f"ours greedy varlen b{args.batch_size}"
+    print(f"vs_openai={ratio(best, 'openai greedy padded b1')} "
+          f"vs_faster_whisper_int8={ratio(best, f'ct2 int8 greedy padded b{args.batch_size}')} "
+          f"padded_vs_openai={ratio('ours greedy padded b1', 'openai greedy padded b1')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
