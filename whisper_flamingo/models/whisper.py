@@ -229,7 +229,8 @@ class TextDecoder(nn.Module):
         super().__init__()
         self.n_ctx = n_ctx
         self.token_embedding = nn.Embedding(n_vocab, n_state)
-        self.positional_embedding = nn.Parameter(torch.empty(n_ctx, n_state))
+        # learned; pretrained weights overwrite it, a randomly initialised model gets small values
+        self.positional_embedding = nn.Parameter(torch.randn(n_ctx, n_state) * 0.01)
         self.blocks = nn.ModuleList(
             [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)])
         self.ln = LayerNorm(n_state)
