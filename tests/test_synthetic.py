@@ -163,6 +163,20 @@ def test_same_seed_same_files(corpus, corpus_again):
         assert Path(pa).read_bytes() == Path(pb).read_bytes()
 
 
+def test_root_relative_manifests(tmp_path):
+    info = generate_corpus(tmp_path / "rel", seed=1, n_train=2, n_valid=1, n_test=1, jobs=2,
+                           relative_paths=True, noise=False, progress=False)
+    assert info.babble_wav is None and not (info.root / "noise").exists()
+    for split in ("train", "valid", "test"):
+        for lang in ("en", "fr"):
+            root, rows = _rows(info.tsv(split, lang))
+            assert root == str(info.root) and len(rows) == info.sizes[split]
+            for _, video, audio, n_frames, n_samples in rows:
+                assert not Path(audio).is_absolute() and audio.startswith("muavic/en/audio/")
+                assert sf.info(str(_resolve(root, audio))).frames == int(n_samples)
+                assert _video_frames(_resolve(root, video)).shape[0] == int(n_frames)
+
+
 def test_grammar_vocabulary_and_translations():
     vocab = english_vocabulary()
     assert 200 <= len(vocab) <= 800

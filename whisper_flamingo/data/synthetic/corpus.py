@@ -110,9 +110,9 @@ class CorpusInfo:
     langs: tuple[str, ...]
     speakers: dict[str, list[str]]
     audio_seconds: dict[str, float]
-    babble_wav: Path
+    babble_wav: Path | None  # None: generated with noise=False
     babble_tsv: dict[str, Path]  # valid/test -> one-line noise list
-    train_noise_tsv: Path
+    train_noise_tsv: Path | None
     elapsed_s: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -297,14 +297,58 @@ def _write_wav(path: Path, pcm: np.ndarray) -> None:
     sf.write(str(path), pcm, SR, subtype="PCM_16", format="WAV")
 
 
+def _write_noise(noise_dir: Path, pcms: list[np.ndarray], rng: random.Random):
+    """Valid/test babble (mean of the first :data:`N_BABBLE` sources) and the training noise."""
+    eval_sources = pcms[:N_BABBLE]
+    source_paths = []
+    for k, pcm in enumerate(eval_sources):
+        p = noise_dir / "babble" / "sources" / f"{k:03d}.wav"
+        _write_wav(p, pcm)
+        source_paths.append(p)
+    babble_wav = noise_dir / "babble" / "noise.wav"
+    _write_wav(babble_wav, noise_gen.babble_mean(eval_sources))
+    babble_tsv = {}
+    for split in ("valid", "test"):
+        babble_tsv[split] = noise_dir / "babble" / f"{split}.tsv"
+        _write_lines(babble_tsv[split], [str(babble_wav)])
+    nrng = np.random.default_rng(rng.getrandbits(63))
+    pool = pcms[N_BABBLE:]
+    train_noise: list[Path] = []
+    kinds = {}
+    for kind in ("babble", "speech", "white", "pink", "music"):
+        for k in range(TRAIN_NOISE_PER_KIND):
+            n = int(nrng.uniform(3.0, 11.0) * SR)
+            if kind == "babble":
+                pick = nrng.choice(len(pool), size=min(N_BABBLE, len(pool)), replace=False)
+                pcm = noise_gen.babble_mix([pool[i] for i in pick], n, nrng)
+            elif kind == "speech":
+                src = pool[int(nrng.integers(len(pool)))]
+                pcm = np.resize(src, n).astype(np.int16) if len(src) < n else src[:n]
+            elif kind == "white":
+                pcm = noise_gen.white_noise(n, nrng)
+            elif kind == "pink":
+                pcm = noise_gen.pink_noise(n, nrng)
+            else:
+                pcm = noise_gen.music_like(n, nrng)
+            p = noise_dir / "train" / f"{kind}_{k:02d}.wav"
+            _write_wav(p, pcm)
+            train_noise.append(p)
+            kinds.setdefault(kind, []).append(str(p))
+    train_noise_tsv = noise_dir / "train.tsv"
+    _write_lines(train_noise_tsv, [str(p) for p in train_noise])
+
+    return babble_wav, babble_tsv, train_noise_tsv, source_paths, kinds
+
+
 def generate_corpus(out: Path, seed: int = 0, n_train: int = 300, n_valid: int = 40, n_test: int = 40,
                     jobs: int = 2, en_x_langs: tuple[str, ...] = ("fr",), min_words: int = 5,
-                    max_words: int = 11, relative_paths: bool = False, progress: bool = True
-                    ) -> CorpusInfo:
+                    max_words: int = 11, relative_paths: bool = False, noise: bool = True,
+                    progress: bool = True) -> CorpusInfo:
     """Write a synthetic MuAViC-layout corpus under ``out`` and describe it.
 
     ``relative_paths``: manifests start with the absolute corpus root and list paths relative to
-    it, instead of ``/`` and absolute paths (MuAViC's convention, the default).
+    it, instead of ``/`` and absolute paths (MuAViC's convention, the default).  ``noise=False``
+    skips the babble and training noise files (faster, for tests).
     """
     t0 = time.perf_counter()
     from whisper_flamingo.data.synthetic.espeak import voice_variants
@@ -356,7 +400,7 @@ def generate_corpus(out: Path, seed: int = 0, n_train: int = 300, n_valid: int =
     variants_eval = {s.variant for split in ("valid", "test") for s in speakers[split]}
     babble_variants = [v for v in voice_variants() if v not in variants_eval]
     babble_specs: list[UttSpec] = []
-    for b in range(N_BABBLE + N_BABBLE_POOL):
+    for b in range(N_BABBLE + N_BABBLE_POOL if noise else 0):
         spk = _make_speaker(rng, 900 + b, "babble", babble_variants[rng.randrange(len(babble_variants))])
         words: list[str] = []
         while len(words) < 16:
@@ -386,47 +430,10 @@ def generate_corpus(out: Path, seed: int = 0, n_train: int = 300, n_valid: int =
             _write_manifest(lang_dir / lang / f"{split}.tsv", rows[split], root_line)
             _write_lines(lang_dir / lang / f"{split}.{lang}", labels[split][lang])
 
-    # noise
-    noise_dir = out / "noise"
-    pcms = [results[s.key]["pcm"] for s in babble_specs]
-    eval_sources = pcms[:N_BABBLE]
-    source_paths = []
-    for k, pcm in enumerate(eval_sources):
-        p = noise_dir / "babble" / "sources" / f"{k:03d}.wav"
-        _write_wav(p, pcm)
-        source_paths.append(p)
-    babble_wav = noise_dir / "babble" / "noise.wav"
-    _write_wav(babble_wav, noise_gen.babble_mean(eval_sources))
-    babble_tsv = {}
-    for split in ("valid", "test"):
-        babble_tsv[split] = noise_dir / "babble" / f"{split}.tsv"
-        _write_lines(babble_tsv[split], [str(babble_wav)])
-    nrng = np.random.default_rng(rng.getrandbits(63))
-    pool = pcms[N_BABBLE:]
-    train_noise: list[Path] = []
-    kinds = {}
-    for kind in ("babble", "speech", "white", "pink", "music"):
-        for k in range(TRAIN_NOISE_PER_KIND):
-            n = int(nrng.uniform(3.0, 11.0) * SR)
-            if kind == "babble":
-                pick = nrng.choice(len(pool), size=min(N_BABBLE, len(pool)), replace=False)
-                pcm = noise_gen.babble_mix([pool[i] for i in pick], n, nrng)
-            elif kind == "speech":
-                src = pool[int(nrng.integers(len(pool)))]
-                pcm = np.resize(src, n).astype(np.int16) if len(src) < n else src[:n]
-            elif kind == "white":
-                pcm = noise_gen.white_noise(n, nrng)
-            elif kind == "pink":
-                pcm = noise_gen.pink_noise(n, nrng)
-            else:
-                pcm = noise_gen.music_like(n, nrng)
-            p = noise_dir / "train" / f"{kind}_{k:02d}.wav"
-            _write_wav(p, pcm)
-            train_noise.append(p)
-            kinds.setdefault(kind, []).append(str(p))
-    train_noise_tsv = noise_dir / "train.tsv"
-    _write_lines(train_noise_tsv, [str(p) for p in train_noise])
-
+    babble_wav, babble_tsv, train_noise_tsv, source_paths, kinds = None, {}, None, [], {}
+    if noise:
+        babble_wav, babble_tsv, train_noise_tsv, source_paths, kinds = _write_noise(
+            out / "noise", [results[s.key]["pcm"] for s in babble_specs], rng)
     info = CorpusInfo(
         root=out, seed=seed, sizes=sizes, langs=langs,
         speakers={s: [spk.id for spk in speakers[s]] for s in SPLITS}, audio_seconds=audio_seconds,
@@ -468,8 +475,8 @@ muavic_root: {info.root}
   muavic/en/<xx>/{{train,valid,test}}.tsv + .<xx> En->X translation
   muavic/en/audio|video/<split>/<speaker>/<n>.wav|.mp4
 Manifests: first line is the root, then id, video path, audio path, video frames, audio samples.
-Noise lists (one absolute wav path per line, no header):
+""" + (f"""Noise lists (one absolute wav path per line, no header):
   {info.babble_tsv['valid']}  (babble: mean of {N_BABBLE} utterances of other speakers)
   {info.babble_tsv['test']}
   {info.train_noise_tsv}  (babble, speech, white, pink, music-like; 3-11 s each)
-"""
+""" if info.babble_wav else "No noise files (generated with noise=False).\n")

@@ -178,7 +178,10 @@ def _ellipse(x, y, cx, cy, a, b):
     ex, ey = dx * ia2, dy * ib2
     f = dx * ex + dy * ey - 1.0
     grad = 2.0 * np.sqrt(ex * ex + ey * ey) + 1e-6
-    return np.clip(0.5 - f / grad, 0.0, 1.0)
+    # f/|grad f| approximates the distance only near the outline; the bounding box keeps very
+    # flat ellipses from bleeding along their axis
+    box = np.clip(a + 0.5 - np.abs(dx), 0.0, 1.0) * np.clip(b + 0.5 - np.abs(dy), 0.0, 1.0)
+    return np.clip(0.5 - f / grad, 0.0, 1.0) * box
 
 
 def _smooth_walk(rng: np.random.Generator, n: int, scale: float, corr: int = 12) -> np.ndarray:
