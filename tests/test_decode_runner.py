@@ -193,3 +193,17 @@ def test_slurm_scripts_forward_the_original_arguments():
     assert args.checkpoint_path == "models/whisper-flamingo_multi-all_medium.pt"
     assert args.noise_fn == ["noise/babble/lrs3/test.tsv"] and args.muavic_root == "/data/mu"
     assert not (repo / "slurm" / "decode_slurm").exists()
+
+
+def test_original_whisper_decodes_padded_30s_windows(tiny_corpus, tiny_ckpt, tmp_path):
+    import shutil
+
+    weights = tmp_path / "whisper"
+    weights.mkdir()
+    shutil.copy(tiny_ckpt, weights / "tiny.pt")  # found as <whisper_path>/<name>.pt, like openai's cache
+    settings = _settings(tiny_corpus, tiny_ckpt, tmp_path / "out", use_original_whisper=True, model_type="tiny",
+                         whisper_path=str(weights), noise_snrs=[1000.0], noise_fns=[None], max_utterances=2)
+    (summary,) = run_decode(settings)
+    assert summary["provenance"]["padded_30s"] is True and summary["provenance"]["checkpoint"] is None
+    out = tmp_path / "out" / "tiny" / "en" / "test" / "asr" / "snr-1000" / "visible-0" / "beam-1" / "none"
+    assert (out / "wer.368862").exists() and summary["utterances"] == 2

@@ -160,6 +160,35 @@ def test_our_whisper_with_search_matches_openai(tiny):
     assert [h.tokens for h in beam] == [r.tokens for r in _openai(tiny, mel, beam_size=3, sample_len=20)]
 
 
+def test_precomputed_features_and_flamingo_video(tiny):
+    """``audio_features`` replaces ``mel``; ``xv`` reaches a Whisper-Flamingo cache (beam search too)."""
+    from whisper_flamingo.models import Whisper
+    from whisper_flamingo.models.flamingo import WhisperFlamingo
+
+    ours = Whisper(tiny.dims).eval()
+    ours.load_state_dict(tiny.state_dict())
+    tok = get_tokenizer(True, language="en", task="transcribe")
+    mel = _mels(2, seed=4)
+    opts = SearchOptions(max_new_tokens=12)
+    from_mel = decode_batch(ours, mel, [_prompt(tok)] * 2, tok, opts)
+    xa = ours.embed_audio(mel)
+    assert [h.tokens for h in decode_batch(ours, None, [_prompt(tok)] * 2, tok, opts, audio_features=xa)] == \
+        [h.tokens for h in from_mel]
+    beam3 = SearchOptions(beam_size=3, max_new_tokens=12)
+    plain3 = decode_batch(ours, mel, [_prompt(tok)] * 2, tok, beam3)
+    flamingo = WhisperFlamingo.from_whisper(ours, None, video_dim=16).eval()  # adopts ours; gates start at 0
+    xv = flamingo.embed_video(features=torch.randn(2, 5, 16))
+    for o, plain in ((opts, from_mel), (beam3, plain3)):
+        gated0 = decode_batch(flamingo, mel, [_prompt(tok)] * 2, tok, o, audio_features=xa, xv=xv)
+        assert [h.tokens for h in gated0] == [h.tokens for h in plain]
+    with torch.no_grad():
+        for name, p in flamingo.named_parameters():
+            if name.endswith(("attn_gate", "ff_gate")):
+                p.fill_(5.0)
+    opened = decode_batch(flamingo, mel, [_prompt(tok)] * 2, tok, opts, audio_features=xa, xv=xv)
+    assert [h.tokens for h in opened] != [h.tokens for h in from_mel]
+
+
 def test_beam_patience_and_length_penalty_match_openai(tiny):
     tok = get_tokenizer(True, language="de", task="translate")
     mel = _mels(2, seed=3)
@@ -268,10 +297,14 @@ def test_jfk_tiny_en_matches_openai():
     ref_model = whisper.model.Whisper(ours.dims).eval()
     ref_model.load_state_dict(ours.state_dict(), strict=False)
     tok = get_tokenizer(False, language="en", task="transcribe")
-    ref = _openai(ref_model, mel)[0]
-    greedy = decode_batch(ours, mel, [_prompt(tok)], tok, SearchOptions())[0]
+    with torch.no_grad():
+        xa = ours.embed_audio(mel)  # encode once; openai's decode skips its encoder for (1500, d) input
+    assert torch.allclose(xa, ref_model.embed_audio(mel), atol=1e-5)
+    ref = _openai(ref_model, xa)[0]
+    greedy = decode_batch(ours, None, [_prompt(tok)], tok, SearchOptions(), audio_features=xa)[0]
     assert greedy.tokens == ref.tokens
     assert "ask not what your country can do for you" in greedy.text.lower()
-    beam = decode_batch(ours, mel, [_prompt(tok)], tok, SearchOptions(beam_size=5))[0]
-    ref5 = _openai(ref_model, mel, beam_size=5)[0]
+    beam = decode_batch(ours, None, [_prompt(tok)], tok, SearchOptions(beam_size=5), audio_features=xa,
+                        audio_seconds=[11.0])[0]
+    ref5 = _openai(ref_model, xa, beam_size=5)[0]
     assert beam.tokens == ref5.tokens

@@ -155,14 +155,14 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
-def _seconds(mel: Tensor, mel_frames: Tensor | Sequence[int] | None,
+def _seconds(n: int, width_seconds: float, mel_frames: Tensor | Sequence[int] | None,
              audio_seconds: Sequence[float] | None) -> list[float]:
     if audio_seconds is not None:
         return [float(s) for s in audio_seconds]
     if mel_frames is not None:
         frames = mel_frames.tolist() if isinstance(mel_frames, Tensor) else list(mel_frames)
         return [f / MEL_FRAMES_PER_SECOND for f in frames]
-    return [mel.shape[-1] / MEL_FRAMES_PER_SECOND] * mel.shape[0]
+    return [width_seconds] * n
 
 
 class _Filters:
@@ -181,32 +181,50 @@ class _Filters:
 
 
 @torch.no_grad()
-def decode_batch(model, mel: Tensor, prompts: Sequence[Sequence[int]], tokenizer,
+def decode_batch(model, mel: Tensor | None, prompts: Sequence[Sequence[int]], tokenizer,
                  options: SearchOptions | None = None, *, mel_frames: Tensor | Sequence[int] | None = None,
-                 audio_seconds: Sequence[float] | None = None) -> list[Hypothesis]:
+                 audio_seconds: Sequence[float] | None = None, audio_features: Tensor | None = None,
+                 xv: Tensor | None = None) -> list[Hypothesis]:
     """Decode a batch of log-mel spectrograms ``mel`` (B, n_mels, T), one prompt per utterance.
 
     ``mel_frames`` (valid frames per utterance) or ``audio_seconds`` set each utterance's token budget;
     without them the whole width of ``mel`` counts as audio.  Utterances whose prompts differ in length
     are searched in separate groups.  Returns one :class:`Hypothesis` per utterance, in input order.
+
+    Already encoded inputs: ``audio_features`` (B, T', d) replaces ``mel`` (which may then be None), and
+    ``xv`` (B, T_v, d) is handed to ``model.new_kv_cache(..., xv=xv)`` (Whisper-Flamingo's video).
     """
     options = options or SearchOptions()
-    if mel.ndim != 3 or mel.shape[0] != len(prompts):
-        raise ValueError(f"mel {tuple(mel.shape)} must be (B, n_mels, T) with B == {len(prompts)} prompts")
-    if mel.shape[0] == 0:
+    if audio_features is not None:
+        n, width = audio_features.shape[0], audio_features.shape[1] * 2 / MEL_FRAMES_PER_SECOND
+    elif mel is not None and mel.ndim == 3:
+        n, width = mel.shape[0], mel.shape[-1] / MEL_FRAMES_PER_SECOND
+    else:
+        raise ValueError("mel must be (B, n_mels, T), or audio_features (B, T', d) must be given")
+    if n != len(prompts) or (xv is not None and xv.shape[0] != n):
+        raise ValueError(f"{n} utterances but {len(prompts)} prompts" + ("" if xv is None else f", {xv.shape[0]} xv"))
+    if n == 0:
         return []
-    seconds = _seconds(mel, mel_frames, audio_seconds)
-    results: list[Hypothesis | None] = [None] * mel.shape[0]
+    seconds = _seconds(n, width, mel_frames, audio_seconds)
+    results: list[Hypothesis | None] = [None] * n
     groups: dict[int, list[int]] = {}
     for i, p in enumerate(prompts):
         groups.setdefault(len(p), []).append(i)
+
+    def take(t: Tensor | None, idx: list[int]) -> Tensor | None:
+        return t if t is None or len(idx) == n else t[idx]
+
     was_training = model.training
     model.eval()
     try:
         for idx in groups.values():
-            sub_mel = mel if len(idx) == mel.shape[0] else mel[idx]
-            hyps = _decode_group(model, sub_mel, [list(prompts[i]) for i in idx], tokenizer, options,
-                                 [seconds[i] for i in idx])
+            device = (audio_features if audio_features is not None else mel).device
+            with _autocast(device, options.precision):
+                audio = take(audio_features, idx)
+                if audio is None:
+                    audio = model.embed_audio(take(mel, idx))
+                hyps = _decode_group(model, audio, take(xv, idx), [list(prompts[i]) for i in idx], tokenizer,
+                                     options, [seconds[i] for i in idx])
             for i, h in zip(idx, hyps):
                 results[i] = h
     finally:
@@ -214,19 +232,20 @@ def decode_batch(model, mel: Tensor, prompts: Sequence[Sequence[int]], tokenizer
     return results  # type: ignore[return-value]
 
 
-def _decode_group(model, mel: Tensor, prompts: list[list[int]], tokenizer, options: SearchOptions,
-                  seconds: list[float]) -> list[Hypothesis]:
-    device = mel.device
+def _new_cache(model, audio: Tensor, beams: int, xv: Tensor | None):
+    return model.new_kv_cache(audio, beams=beams) if xv is None else model.new_kv_cache(audio, beams=beams, xv=xv)
+
+
+def _decode_group(model, audio: Tensor, xv: Tensor | None, prompts: list[list[int]], tokenizer,
+                  options: SearchOptions, seconds: list[float]) -> list[Hypothesis]:
     n_ctx = model.dims.n_text_ctx
     prompt_len = len(prompts[0])
     cap = n_ctx + 1 - prompt_len  # the last forward pass may hold n_ctx tokens
     budgets = [min(options.budget(s), cap) for s in seconds]
-    with _autocast(device, options.precision):
-        audio = model.embed_audio(mel)
-        if options.beam_size == 1:
-            raw = _greedy(model, audio, prompts, tokenizer, options, budgets)
-        else:
-            raw = _beam(model, audio, prompts, tokenizer, options, budgets)
+    if options.beam_size == 1:
+        raw = _greedy(model, audio, xv, prompts, tokenizer, options, budgets)
+    else:
+        raw = _beam(model, audio, xv, prompts, tokenizer, options, budgets)
     out = []
     for tokens, sum_lp, flags in raw:
         out.append(Hypothesis(tokens=tokens, text=tokenizer.decode(tokens).strip(),
@@ -234,12 +253,12 @@ def _decode_group(model, mel: Tensor, prompts: list[list[int]], tokenizer, optio
     return out
 
 
-def _greedy(model, audio: Tensor, prompts: list[list[int]], tokenizer, options: SearchOptions,
-            budgets: list[int]) -> list[tuple[list[int], float, set[str]]]:
+def _greedy(model, audio: Tensor, xv: Tensor | None, prompts: list[list[int]], tokenizer,
+            options: SearchOptions, budgets: list[int]) -> list[tuple[list[int], float, set[str]]]:
     device = audio.device
     n = audio.shape[0]
     eot = tokenizer.eot
-    cache = model.new_kv_cache(audio, beams=1)
+    cache = _new_cache(model, audio, 1, xv)
     active = torch.arange(n, device=device)  # row -> utterance
     budget = torch.tensor(budgets, device=device)
     sum_lp = torch.zeros(n, dtype=torch.float32, device=device)
@@ -328,14 +347,14 @@ def _finalize(state: _BeamState, generated: Tensor, sum_lp: Tensor, beam: int, e
     return tokens, state.finished[best], set(state.flags.get(best, ()))
 
 
-def _beam(model, audio: Tensor, prompts: list[list[int]], tokenizer, options: SearchOptions,
-          budgets: list[int]) -> list[tuple[list[int], float, set[str]]]:
+def _beam(model, audio: Tensor, xv: Tensor | None, prompts: list[list[int]], tokenizer,
+          options: SearchOptions, budgets: list[int]) -> list[tuple[list[int], float, set[str]]]:
     device = audio.device
     n = audio.shape[0]
     beam = options.beam_size
     limit = options.max_candidates
     eot = tokenizer.eot
-    cache = model.new_kv_cache(audio, beams=beam)
+    cache = _new_cache(model, audio, beam, xv)
     states = [_BeamState() for _ in range(n)]
     active = list(range(n))  # utterance of each block of `beam` rows
     # The initial beams are identical copies: only beam 0 proposes candidates at the first step
