@@ -439,7 +439,7 @@ def generate_corpus(out: Path, seed: int = 0, n_train: int = 300, n_valid: int =
         speakers={s: [spk.id for spk in speakers[s]] for s in SPLITS}, audio_seconds=audio_seconds,
         babble_wav=babble_wav, babble_tsv=babble_tsv, train_noise_tsv=train_noise_tsv,
         extra={
-            "format": "muavic", "paths": "relative" if relative_paths else "absolute",
+            "format": "muavic", "paths": "relative" if relative_paths else "absolute", "noise": noise,
             "sample_rate": SR, "fps": FPS, "video_size": [96, 96], "words": [min_words, max_words],
             "vocabulary_size": len(english_vocabulary()),
             "speaker_details": {s: [{"id": spk.id, "voice": spk.voice, "pitch": spk.pitch,
