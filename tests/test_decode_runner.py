@@ -99,8 +99,10 @@ def test_resume_after_crash_equals_uninterrupted_run(tiny_corpus, tiny_ckpt, tmp
     d1 = runner.condition_dir(settings_b, Condition("en", "asr", 1000.0, settings_b.noise_fns[0]))
     assert [r["hyp"] for r in _rows(d0 / "utterances.jsonl")] != [r["hyp"] for r in _rows(d1 / "utterances.jsonl")]
     # a finished condition is not decoded again
+    timing = json.loads((d0 / "summary.json").read_text())["timing"]
     monkeypatch.setattr(runner, "after_batch_hook", lambda n: pytest.fail("decoded again"))
-    run_decode(settings_b)
+    again = run_decode(settings_b)
+    assert again[0]["scores"] == resumed[0]["scores"] and again[0]["timing"] == timing
     # other settings on the same folder are refused
     with pytest.raises(ConfigError, match="other settings"):
         run_decode(_settings(tiny_corpus, tiny_ckpt, tmp_path / "b", seed=5))

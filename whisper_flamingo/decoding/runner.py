@@ -400,6 +400,11 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
              "skipped": dict(skipped),
              "timing": {"seconds": round(elapsed, 3), "audio_seconds": round(audio_s, 3),
                         "x_realtime": round(audio_s / elapsed, 3) if elapsed > 0 and audio_s else None}}
+    if not todo and (out_dir / "summary.json").exists():  # nothing decoded now: keep the last session's timing
+        try:
+            extra["timing"] = json.loads((out_dir / "summary.json").read_text())["timing"]
+        except (ValueError, KeyError):
+            pass
     summary = write_outputs(out_dir, rows, metric, lang, settings.normalizer, extra)
     value = "n/a" if summary["score"] is None else f"{summary['score']:.2f}"
     log.info("%s: %s %s over %d utterances", cond.label, metric.upper(), value, len(rows))
