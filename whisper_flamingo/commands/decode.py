@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="1 = zero-shot OpenAI Whisper (ignores --checkpoint-path; 30-s padded input)")
     n = parser.add_argument_group("data, batching, output")
     n.add_argument("--config", default=None, help="YAML file with any of these options")
-    n.add_argument("--muavic-root", default="", help="folder holding muavic/ (manifests and media)")
+    n.add_argument("--muavic-root", default="",
+                   help="folder holding muavic/ (manifests and media) (default: the working directory)")
     n.add_argument("--lrs2-root", default="", help="LRS2 folder (for --lang lrs2)")
     n.add_argument("--split", default="test", choices=["test", "valid", "train"], help="(default: test)")
     n.add_argument("--batch-bins", type=int, default=640000,

@@ -187,11 +187,12 @@ def load_model(settings: DecodeSettings, device: torch.device):
 
 # ---------------------------------------------------------------------------------------------- data
 def load_records(settings: DecodeSettings, lang: str) -> list:
-    """The records of ``settings.split`` for one ``--lang`` value (test: unfiltered, as the original)."""
+    """The records of ``settings.split`` for one ``--lang`` value (test: unfiltered, as the original).
+
+    An empty ``muavic_root`` means the working directory (the original read ``muavic/...`` from there).
+    """
     from whisper_flamingo.data.manifest import filter_records, manifest_spec, read_manifest, resolve_selection
 
-    if not settings.muavic_root and "lrs2" not in lang:
-        raise ConfigError("--muavic-root is not set; point it at the folder holding muavic/")
     sel = resolve_selection(lang, settings.task, reduce_val=0)
     records = []
     for code in sel.langs:
