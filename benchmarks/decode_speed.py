@@ -12,10 +12,10 @@ One model (``--model``, default ``tiny.en``) with the same weights everywhere:
   not needed) with int8 and float32 weights converted from the same checkpoint, 30-s padded, per
   utterance and batched, greedy and beam 5.
 
-Per configuration: audio seconds decoded per second (best of ``--repeats`` after one warm-up
-utterance), peak memory growth (RSS sampled every 2 ms on CPU; ``torch.cuda.max_memory_allocated`` on
-CUDA) and corpus WER (fairseq normaliser).  Threads are pinned: ``torch.set_num_threads(N)`` and CT2
-``intra_threads=N, inter_threads=1``.  The last line is
+Per configuration: audio seconds decoded per second (best of ``--repeats`` rounds that visit the
+configurations in turn, after one warm-up utterance each), peak memory growth (RSS sampled every
+2 ms on CPU; ``torch.cuda.max_memory_allocated`` on CUDA) and corpus WER (fairseq normaliser).
+Threads are pinned: ``torch.set_num_threads(N)`` and CT2 ``intra_threads=N, inter_threads=1``.  The last line is
 
 ``vs_openai=<x> vs_faster_whisper_int8=<y> padded_vs_openai=<z>``
 
@@ -125,23 +125,36 @@ def stack(ms: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def timed(run, utts: list[dict], repeats: int, device: torch.device) -> dict:
-    """Run ``run(indices) -> {index: text}`` over all utterances; best time of ``repeats``."""
-    run([0])  # warm-up (allocator, kernels, lazy init)
-    best, texts, mem = float("inf"), {}, 0.0
-    for _ in range(repeats):
-        with PeakMemory(device) as pm:
-            t0 = time.perf_counter()
-            texts = run(list(range(len(utts))))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            elapsed = time.perf_counter() - t0
-        best, mem = min(best, elapsed), max(mem, pm.peak_mb)
+def measure(configs: dict, utts: list[dict], repeats: int, device: torch.device) -> dict[str, dict]:
+    """Time every ``run(indices) -> {index: text}`` over all utterances.
+
+    One warm-up utterance per configuration, then ``repeats`` rounds that visit the configurations in
+    turn (so a slow spell of a shared machine does not fall on one of them); the best time is kept.
+    """
     from whisper_flamingo.decoding.scoring import wer_cer
 
+    for run in configs.values():
+        run([0])
     audio_s = sum(len(u["audio"]) for u in utts) / 16000
-    wer = wer_cer([u["ref"] for u in utts], [texts[i] for i in range(len(utts))], "fairseq", "en")["wer"]
-    return {"seconds": best, "speed": audio_s / best, "peak_mb": mem, "wer": wer}
+    best = {name: float("inf") for name in configs}
+    mem = dict.fromkeys(configs, 0.0)
+    texts: dict[str, dict] = {}
+    for _ in range(repeats):
+        for name, run in configs.items():
+            with PeakMemory(device) as pm:
+                t0 = time.perf_counter()
+                texts[name] = run(list(range(len(utts))))
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                elapsed = time.perf_counter() - t0
+            best[name], mem[name] = min(best[name], elapsed), max(mem[name], pm.peak_mb)
+    refs = [u["ref"] for u in utts]
+    out = {}
+    for name in configs:
+        wer = wer_cer(refs, [texts[name][i] for i in range(len(utts))], "fairseq", "en")["wer"]
+        out[name] = {"seconds": best[name], "speed": audio_s / best[name], "peak_mb": mem[name], "wer": wer}
+        print(f"{name:34s} {out[name]['speed']:8.2f} x  WER {wer:.2f}", file=sys.stderr)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-utterances", type=int, default=24, help="corpus utterances to use (default: 24)")
     p.add_argument("--batch-size", type=int, default=8, help="utterances per batch when batched (default: 8)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and CT2 (default: 2)")
-    p.add_argument("--repeats", type=int, default=1, help="timed passes per configuration; best kept")
+    p.add_argument("--repeats", type=int, default=2, help="timed rounds over all configurations; best kept")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--skip", nargs="*", default=[], choices=["openai", "ct2", "beam"], help="leave these out")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -181,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     padded_m, var_m = mels(utts, True, dims.n_mels), mels(utts, False, dims.n_mels)
     lengths = [len(u["audio"]) for u in utts]
     beams = [1] if "beam" in args.skip else [1, 5]
-    results: dict[str, dict] = {}
+    configs: dict = {}
 
     def ours_run(ms, beam, batch):
         opts = SearchOptions(beam_size=beam, precision=precision)
@@ -202,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             for batch in (1, args.batch_size):
                 name = f"ours {'greedy' if beam == 1 else f'beam{beam}'} {'padded' if padded else 'varlen'} " \
                        f"{'b1' if batch == 1 else f'b{batch}'}"
-                results[name] = timed(ours_run(padded_m if padded else var_m, beam, batch), utts, args.repeats, device)
-                print(f"{name:34s} {results[name]['speed']:8.2f} x  WER {results[name]['wer']:.2f}", file=sys.stderr)
+                configs[name] = ours_run(padded_m if padded else var_m, beam, batch)
 
     if "openai" not in args.skip:
         ref = whisper.model.Whisper(dims).to(device).eval()
@@ -215,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             def oa_run(idx, opts=opts):
                 return {i: whisper.decode(ref, padded_m[i].to(device), opts).text for i in idx}
             name = f"openai {'greedy' if beam == 1 else f'beam{beam}'} padded b1"
-            results[name] = timed(oa_run, utts, args.repeats, device)
-            print(f"{name:34s} {results[name]['speed']:8.2f} x  WER {results[name]['wer']:.2f}", file=sys.stderr)
-        del ref
+            configs[name] = oa_run
 
     if "ct2" not in args.skip:
         import ctranslate2
@@ -246,11 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                             return out
                         name = f"ct2 {quant} {'greedy' if beam == 1 else f'beam{beam}'} padded " \
                                f"{'b1' if batch == 1 else f'b{batch}'}"
-                        results[name] = timed(ct2_run, utts, args.repeats, device)
-                        print(f"{name:34s} {results[name]['speed']:8.2f} x  WER {results[name]['wer']:.2f}",
-                              file=sys.stderr)
-                del model
+                        configs[name] = ct2_run
 
+    results = measure(configs, utts, args.repeats, device)
     print(f"\n{args.model} on {device} ({args.threads} threads): {len(utts)} utterances, {audio_s:.1f} s of audio, "
           f"batch {args.batch_size}, best of {args.repeats}\n")
     print("| configuration | audio s / s | seconds | peak MB | WER |\n|---|---|---|---|---|")
