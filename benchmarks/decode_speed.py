@@ -43,6 +43,15 @@ JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for yo
             "your country.")
 
 
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """Peak resident memory (MB) above the level at entry; CUDA: peak allocated tensor memory."""
 
@@ -61,6 +70,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
             return self
+        _malloc_trim()  # hand freed heap back to the OS, so growth is measured from what is in use
         self.base = self.peak = self._rss()
         self.stop = threading.Event()
 
