@@ -91,11 +91,13 @@ class DecodeSettings:
 
     @property
     def model_label(self) -> str:
-        """Path component naming the model: the checkpoint path as given, or the model name."""
-        if self.checkpoint_path and not self.use_original_whisper:
-            parts = [p if p != ".." else "__" for p in Path(str(self.checkpoint_path)).parts if p not in ("/", "")]
-            return str(Path(*parts)) if parts else "checkpoint"
-        return self.model_type
+        """Path component naming the model: the checkpoint path as given, or the model name (or path).
+
+        Absolute paths are nested under the decode path (the original concatenated the strings).
+        """
+        name = self.checkpoint_path if self.checkpoint_path and not self.use_original_whisper else self.model_type
+        parts = [p if p != ".." else "__" for p in Path(str(name)).parts if p not in ("/", "")]
+        return str(Path(*parts)) if parts else "checkpoint"
 
     @property
     def padded(self) -> bool:
