@@ -1,8 +1,10 @@
-"""The Lightning data module for MuAViC / LRS2 speech (stage 1) training.
+"""The Lightning data module for MuAViC / LRS2 speech (stage 1) and audio-visual (stage 2) training.
 
 ``setup()`` reads the train/valid/test manifests, runs the header-only audio pre-pass once per
 split (``on_bad_sample``: error stops, skip drops and counts in :attr:`bad_counts`), loads the
-noise banks and builds the datasets and the training batch sampler.
+noise banks and builds the datasets and the training batch sampler.  Stage 2 (``stage=2``) also
+checks that every lip video (or, with ``video_feature_dir``, every feature file) exists and is not
+empty, and its samples carry the video (see :class:`~whisper_flamingo.data.dataset.SpeechDataset`).
 
 Loaders: ``train_dataloader()`` uses :class:`~whisper_flamingo.data.sampler.LengthBatchSampler`
 (``batch_bins = audio_max_length * batch_size``, shuffled, last partial batch dropped, split
@@ -27,8 +29,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -36,9 +39,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from whisper_flamingo.data.dataset import Collator, SpeechDataset, TokenizerFactory
-from whisper_flamingo.data.manifest import SplitData, check_records, load_split, resolve_selection
+from whisper_flamingo.data.manifest import Record, SplitData, check_records, load_split, resolve_selection
 from whisper_flamingo.data.noise import NoiseBank
 from whisper_flamingo.data.sampler import LengthBatchSampler, batch_bins_from_config
+from whisper_flamingo.data.video import resolve_video_path, video_feature_path
+from whisper_flamingo.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +88,59 @@ class EpochBatchSampler:
             yield [(epoch, int(i)) for i in batch]
 
 
+def _video_problem(record: Record, feature_dir: str) -> tuple[str, str, str] | None:
+    """``(reason, path, why)`` when the record's video (or feature file) is missing or empty."""
+    if feature_dir:
+        try:
+            path = str(video_feature_path(feature_dir, record.id))
+        except ValueError as err:
+            return "bad_field", record.id, str(err)
+        how = f"run `whisper-flamingo extract-video-features --out {feature_dir}` for this split"
+    else:
+        path = resolve_video_path(record.video_path, record.audio_path)
+        how = "fix the manifest's video path"
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return "missing_file", path, f"{'feature' if feature_dir else 'video'} file does not exist; {how}"
+    if size == 0:
+        return "empty_file", path, f"{'feature' if feature_dir else 'video'} file is empty (0 bytes); {how}"
+    return None
+
+
+def check_video_records(records: Sequence[Record], policy: str = "error", feature_dir: str = "",
+                        desc: str = "checking video") -> tuple[list[Record], Counter]:
+    """Pre-pass for stage 2: every record's lip video (or feature file) exists and is not empty.
+
+    Like :func:`~whisper_flamingo.data.manifest.check_records`: ``policy="error"`` raises a
+    :class:`DataError` for the first bad record (``<tsv>:<line>: row <id>: <video>: <why>``, and how
+    many others are bad); ``"skip"`` drops them.  Returns the usable records and counts per reason.
+    """
+    if policy not in ("error", "skip"):
+        raise ConfigError(f"on_bad_sample: unknown value {policy!r}; use error or skip")
+    kept: list[Record] = []
+    counts: Counter = Counter()
+    first: tuple[Record, tuple[str, str, str]] | None = None
+    for rec in records:
+        problem = _video_problem(rec, feature_dir)
+        if problem is None:
+            kept.append(rec)
+            continue
+        counts[problem[0]] += 1
+        if first is None:
+            first = (rec, problem)
+    if first is not None and policy == "error":
+        rec, (reason, path, why) = first
+        more = sum(counts.values()) - 1
+        extra = f" ({more} more bad files: {dict(counts)})" if more else ""
+        raise DataError(f"row {rec.id}: {path}: {why} or set on_bad_sample: skip{extra}", reason=reason,
+                        path=rec.tsv_path, line=rec.line)
+    if counts:
+        logger.warning("%s: dropped %d of %d records with bad video %s", desc, sum(counts.values()),
+                       len(records), dict(counts))
+    return kept, counts
+
+
 def num_languages_for(n_mels: int) -> int:
     """Whisper's language count: 100 for large-v3 (the 128-mel models), else 99."""
     return 100 if int(n_mels) == 128 else 99
@@ -94,16 +152,18 @@ class MuavicDataModule(L.LightningDataModule):
     ``n_mels`` and ``multilingual`` come from the model; ``num_languages`` defaults from
     ``n_mels`` (:func:`num_languages_for`).  ``stage`` 1 orders the evaluation loaders
     ``[val_noisy, val, test_noisy, test]``, stage 2 ``[test_noisy, test, val_noisy, val]`` (the
-    originals' orders).
+    originals' orders).  Stage 2 samples carry lip video (``video_feature_dir``: features) unless
+    ``load_video=False`` (default: ``stage == 2``).
     """
 
     def __init__(self, cfg: Any, n_mels: int, multilingual: bool, stage: int = 1,
-                 num_languages: int | None = None) -> None:
+                 num_languages: int | None = None, load_video: bool | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.n_mels = int(n_mels)
         self.multilingual = bool(multilingual)
         self.stage = int(stage)
+        self.load_video = self.stage == 2 if load_video is None else bool(load_video)
         self.tokenizer_factory = TokenizerFactory(
             self.multilingual, num_languages if num_languages is not None else num_languages_for(n_mels))
         self.selection = resolve_selection(cfg.lang, getattr(cfg, "task", "auto"),
@@ -137,20 +197,26 @@ class MuavicDataModule(L.LightningDataModule):
         # read each noise file on demand (large MUSAN lists)
         return NoiseBank.from_list(path, sample_rate=16000, preload=None)
 
+    @property
+    def video_feature_dir(self) -> str:
+        """Where precomputed video features are read (with video only; '' = decode the lip videos)."""
+        return (getattr(self.cfg, "video_feature_dir", "") or "") if self.load_video else ""
+
     def _dataset(self, split: str, noise: NoiseBank | None, train: bool) -> SpeechDataset:
         cfg = self.cfg
         records = self.splits[split].records
+        video = dict(load_video=self.load_video, video_train=train, video_feature_dir=self.video_feature_dir)
         if train:
             return SpeechDataset(records, self.tokenizer_factory, self.n_mels, noise=noise,
                                  snr=getattr(cfg, "noise_snr_train", 0.0),
                                  noise_prob=getattr(cfg, "noise_prob", 1.0),
                                  noise_offset=getattr(cfg, "noise_offset_train", "random"),
                                  spec_augment=getattr(cfg, "spec_augment", ""),
-                                 seed=getattr(cfg, "seed", 3407), on_bad_sample=self._policy())
+                                 seed=getattr(cfg, "seed", 3407), on_bad_sample=self._policy(), **video)
         return SpeechDataset(records, self.tokenizer_factory, self.n_mels, noise=noise,
                              snr=getattr(cfg, "noise_snr_eval", 0.0), noise_prob=1.0 if noise else 0.0,
                              noise_offset=getattr(cfg, "noise_offset_eval", "zero"), spec_augment="",
-                             seed=getattr(cfg, "seed", 3407), on_bad_sample=self._policy())
+                             seed=getattr(cfg, "seed", 3407), on_bad_sample=self._policy(), **video)
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -174,6 +240,10 @@ class MuavicDataModule(L.LightningDataModule):
         for split in ("train", "valid", "test"):
             data = load_split(cfg, split, on_bad_sample=policy)
             kept, counts = check_records(data.records, policy, desc=f"checking {split} audio")
+            if self.load_video:
+                kept, video_counts = check_video_records(kept, policy, self.video_feature_dir,
+                                                         desc=f"checking {split} video")
+                counts.update(video_counts)
             data.records = kept
             data.skipped.update(counts)
             self.bad_counts.update(data.skipped)
@@ -232,7 +302,7 @@ class MuavicDataModule(L.LightningDataModule):
             self._build_train_sampler()
 
     def _collator(self, dataset: SpeechDataset) -> Collator:
-        return Collator(pad_token=dataset.pad_token, n_mels=self.n_mels)
+        return Collator(pad_token=dataset.pad_token, n_mels=self.n_mels, video=dataset.video_kind)
 
     def _loader(self, dataset: SpeechDataset, batch_sampler) -> DataLoader:
         workers = int(getattr(self.cfg, "num_worker", 0))

@@ -17,9 +17,15 @@ epoch, index): not on the worker count, the batch order or a resume.  The epoch 
 with :meth:`SpeechDataset.set_epoch`, or the one carried by an ``(epoch, index)`` key (what the
 data module's batch sampler yields, so worker processes never see a stale epoch).
 
+Stage 2 (``load_video=True``): each sample also carries its lip video, read with
+:func:`whisper_flamingo.data.video.load_video` (trimmed to the audio length after any 30 s padding;
+training draws the random crop and flip from a 4th stream of the sample's seed sequence), or, with
+``video_feature_dir``, the precomputed video-encoder features of the utterance id.
+
 Bad samples: with ``on_bad_sample="error"`` a :class:`DataError` is raised (it names the file and
 the manifest line); with ``"skip"`` :meth:`__getitem__` returns a :class:`BadItem` that
-:func:`collate` drops and lists under ``"bad"``.  Noise errors are never skipped.
+:func:`collate` drops and lists under ``"bad"``.  Bad videos are handled exactly like bad audio.
+Noise errors are never skipped.
 """
 
 from __future__ import annotations
@@ -36,6 +42,13 @@ from torch.utils.data import Dataset
 from whisper_flamingo.data.audio import HOP_LENGTH, load_audio, log_mel, pad_or_trim, to_unit_range
 from whisper_flamingo.data.manifest import Record
 from whisper_flamingo.data.specaug import check_policy, spec_augment
+from whisper_flamingo.data.video import (
+    collate_video,
+    collate_video_features,
+    load_video_features,
+    resolve_video_path,
+)
+from whisper_flamingo.data.video import load_video as read_lip_video
 from whisper_flamingo.errors import ConfigError, DataError, NoiseError
 
 logger = logging.getLogger(__name__)
@@ -81,19 +94,29 @@ def sample_rngs(seed: int, epoch: int, index: int) -> tuple[np.random.Generator,
     return tuple(np.random.default_rng(child) for child in ss.spawn(3))
 
 
+def video_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The 4th independent stream of a sample (video crop and flip); the first three are
+    :func:`sample_rngs`' (spawning 4 children leaves children 0-2 unchanged)."""
+    ss = np.random.SeedSequence([int(seed) % 2**63, int(epoch), int(index)])
+    return np.random.default_rng(ss.spawn(4)[3])
+
+
 class SpeechDataset(Dataset):
     """Log-mel + tokens for each :class:`Record` (see module doc).
 
     ``noise``: a :class:`~whisper_flamingo.data.noise.NoiseBank` or ``None`` (clean);
     ``snr``: dB, or ``[lo, hi]`` for an integer drawn per sample; ``noise_offset``: ``"zero"`` or
     ``"random"``; ``spec_augment``: ``""``, ``"ls-basic"`` or ``"ls-double"``.
+    ``load_video``: also load the lip video (``video_train``: random crop + flip, else centre crop),
+    or the precomputed features in ``video_feature_dir`` when that is set.
     """
 
     def __init__(self, records: Sequence[Record], tokenizer_factory: Callable[[str, str], Any],
                  n_mels: int = 80, noise=None, snr: float | Sequence[float] | None = 0.0,
                  noise_prob: float = 1.0, noise_offset: str = "zero", spec_augment: str = "",
                  seed: int = 0, on_bad_sample: str = "error", pad_to_30s: bool = False,
-                 check_sample_count: bool = True) -> None:
+                 check_sample_count: bool = True, load_video: bool = False, video_train: bool = False,
+                 video_feature_dir: str = "") -> None:
         if on_bad_sample not in ("error", "skip"):
             raise ConfigError(f"on_bad_sample: unknown value {on_bad_sample!r}; use error or skip")
         if noise_offset not in ("zero", "random"):
@@ -112,6 +135,9 @@ class SpeechDataset(Dataset):
         self.on_bad_sample = on_bad_sample
         self.pad_to_30s = bool(pad_to_30s)
         self.check_sample_count = bool(check_sample_count)
+        self.load_video = bool(load_video)
+        self.video_train = bool(video_train)
+        self.video_feature_dir = str(video_feature_dir or "")
         self.epoch = 0
 
     # ------------------------------------------------------------------ basics
@@ -134,6 +160,13 @@ class SpeechDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Epoch used for the randomness of plain integer keys."""
         self.epoch = int(epoch)
+
+    @property
+    def video_kind(self) -> str:
+        """What samples carry besides audio: ``"frames"``, ``"features"`` or ``""`` (audio only)."""
+        if not self.load_video:
+            return ""
+        return "features" if self.video_feature_dir else "frames"
 
     # ------------------------------------------------------------------ pieces
     def tokens(self, record: Record) -> tuple[list[int], list[int], list[int]]:
@@ -190,20 +223,35 @@ class SpeechDataset(Dataset):
             _, _, spec_rng = sample_rngs(self.seed, epoch, index)
             mel = spec_augment(mel, self.spec_augment, frames, spec_rng)
         prompt, dec_input, labels = self.tokens(record)
-        return {"mel": mel, "mel_frames": frames, "dec_input": dec_input, "labels": labels,
+        item = {"mel": mel, "mel_frames": frames, "dec_input": dec_input, "labels": labels,
                 "prompt": prompt, "id": record.id, "lang": record.lang, "task": record.task,
                 "text": record.text, "n_samples": record.n_samples if not self.pad_to_30s else n,
                 "index": index}
+        if self.load_video:
+            item.update(self.video(record, epoch, index, n))
+        return item
+
+    def video(self, record: Record, epoch: int, index: int, n_samples: int) -> dict[str, Any]:
+        """``{"video": (T, 88, 88)}`` or ``{"video_features": (T, D)}``, trimmed to ``n_samples`` of audio."""
+        if self.video_feature_dir:
+            return {"video_features": load_video_features(self.video_feature_dir, record.id, n_samples)}
+        path = resolve_video_path(record.video_path, record.audio_path)
+        rng = video_rng(self.seed, epoch, index) if self.video_train else None
+        return {"video": read_lip_video(path, n_samples, train=self.video_train, rng=rng)}
 
 
 def collate(items: Sequence[dict[str, Any] | BadItem | None], *, pad_token: int = DEC_PAD,
-            n_mels: int = 80) -> dict[str, Any]:
+            n_mels: int = 80, video: str | None = None) -> dict[str, Any]:
     """Batch samples; :class:`BadItem` / ``None`` entries are dropped and listed under ``"bad"``.
 
     Keys: ``mel`` (B, n_mels, T_max) float32 right-padded with 0.0; ``mel_frames`` (B,) long;
     ``dec_input`` (B, L) long padded with ``pad_token``; ``labels`` (B, L) long padded with -100;
     ``prompts`` (list of token lists); ``ids``, ``langs``, ``tasks``, ``texts`` (lists);
     ``n_samples`` (B,) long; ``bad`` (list of ``(id, reason)``).  All items bad gives B = 0.
+
+    Video (``video="frames"``, or detected from the items): ``video`` (B, 1, T_v, 88, 88) zero-padded
+    and ``video_padding_mask`` (B, T_v) bool, True at padding; ``video="features"``:
+    ``video_features`` (B, T_v, D) and ``video_padding_mask``.  Present even when B = 0.
     """
     good = [it for it in items if isinstance(it, dict)]
     bad = [(it.id, it.reason) for it in items if isinstance(it, BadItem)]
@@ -221,7 +269,7 @@ def collate(items: Sequence[dict[str, Any] | BadItem | None], *, pad_token: int 
         mel[i, :, : m.shape[-1]] = m
         dec[i, : len(it["dec_input"])] = torch.as_tensor(it["dec_input"], dtype=torch.long)
         lab[i, : len(it["labels"])] = torch.as_tensor(it["labels"], dtype=torch.long)
-    return {
+    out = {
         "mel": mel,
         "mel_frames": torch.tensor([int(it["mel_frames"]) for it in good], dtype=torch.long),
         "dec_input": dec,
@@ -234,14 +282,25 @@ def collate(items: Sequence[dict[str, Any] | BadItem | None], *, pad_token: int 
         "n_samples": torch.tensor([int(it["n_samples"]) for it in good], dtype=torch.long),
         "bad": bad,
     }
+    if video is None:
+        video = "frames" if any("video" in it for it in good) else \
+            "features" if any("video_features" in it for it in good) else ""
+    if video == "frames":
+        out["video"], out["video_padding_mask"] = collate_video([it["video"] for it in good])
+    elif video == "features":
+        out["video_features"], out["video_padding_mask"] = collate_video_features(
+            [it["video_features"] for it in good])
+    return out
 
 
 @dataclass
 class Collator:
-    """Picklable ``collate`` with fixed ``pad_token`` and ``n_mels`` (for DataLoader workers)."""
+    """Picklable ``collate`` with fixed ``pad_token``, ``n_mels`` and ``video`` kind (for DataLoader
+    workers); ``video``: ``"frames"``, ``"features"``, ``""`` (none) or None (detect from the items)."""
 
     pad_token: int = DEC_PAD
     n_mels: int = 80
+    video: str | None = None
 
     def __call__(self, items: Sequence[dict[str, Any] | BadItem | None]) -> dict[str, Any]:
-        return collate(items, pad_token=self.pad_token, n_mels=self.n_mels)
+        return collate(items, pad_token=self.pad_token, n_mels=self.n_mels, video=self.video)
