@@ -164,6 +164,9 @@ class Config:
 
     # ----- stage 2: audio-visual (Whisper-Flamingo) -----
     video_model_ckpt: str = field(default="", metadata=_doc("AV-HuBERT checkpoint."))
+    video_model_config: str = field(default="", metadata=_doc(
+        "Without video_model_ckpt: tiny, base or large = a randomly initialised AV-HuBERT (the ResNet front end "
+        "alone without use_av_hubert_encoder) trained from scratch; tiny also narrows the ResNet (CPU demos)."))
     video_model_mode: str = field(default="auto", metadata=_doc(
         "AV-HuBERT code path: finetuned, pretrained, or auto (from the checkpoint's keys)."))
     freeze_video_model: bool = field(default=True, metadata=_doc("Keep AV-HuBERT frozen."))

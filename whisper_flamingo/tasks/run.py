@@ -35,10 +35,8 @@ def tokenizer_for(model):
 
 
 def train(cfg: Config) -> Path:
-    """Train stage 1 (audio-only) from ``cfg``; return the checkpoint folder."""
-    if cfg.is_audio_visual:
-        raise ConfigError("this config trains Whisper-Flamingo (stage 2: add_gated_x_attn/av_fusion), "
-                          "which this version cannot train yet; use a config/audio/ config")
+    """Train from ``cfg``: stage 1 (audio-only), or stage 2 (Whisper-Flamingo) for an audio-visual
+    config (``cfg.is_audio_visual``); return the checkpoint folder."""
     from whisper_flamingo.cli import route_library_logs
     from whisper_flamingo.data.datamodule import MuavicDataModule
     from whisper_flamingo.tasks.asr import WhisperASRTask, count_parameters, human
@@ -55,14 +53,25 @@ def train(cfg: Config) -> Path:
         log.warning("%s exists and resume_training is false: starting a new run that will overwrite it "
                     "(set resume_training=true to continue it)", last)
 
+    stage = 2 if cfg.is_audio_visual else 1
     model = load_model_for(cfg)
+    if stage == 2:
+        from whisper_flamingo.tasks.flamingo import build_stage2_model
+
+        model = build_stage2_model(cfg, model)
     total, trainable = count_parameters(model)
     log.info("model %s: %s parameters (%s trainable)", cfg.model_name, human(total), human(trainable))
     tokenizer = tokenizer_for(model)
-    datamodule = MuavicDataModule(cfg, n_mels=model.dims.n_mels, multilingual=model.is_multilingual, stage=1)
+    datamodule = MuavicDataModule(cfg, n_mels=model.dims.n_mels, multilingual=model.is_multilingual, stage=stage)
     datamodule.setup("fit")
-    task = WhisperASRTask(cfg, model, tokenizer, val_names=datamodule.val_names)
-    trainer = build_trainer(cfg)
+    if stage == 2:
+        from whisper_flamingo.tasks.flamingo import WhisperFlamingoTask
+
+        task = WhisperFlamingoTask(cfg, model, tokenizer, val_names=datamodule.val_names)
+    else:
+        task = WhisperASRTask(cfg, model, tokenizer, val_names=datamodule.val_names)
+    # stage 2: a dropped modality leaves parameters without gradients (as the original, DDP must allow it)
+    trainer = build_trainer(cfg, find_unused_parameters=stage == 2)
     if trainer.is_global_zero:
         save_config(cfg, ckpt_dir)
         log.info("resolved config saved to %s", ckpt_dir / "config.yaml")

@@ -1,0 +1,287 @@
+"""Stage 2 (Whisper-Flamingo) training on CPU: tiny random Whisper + tiny from-scratch video encoder.
+
+Only the gated layers, the video projection and the video encoder learn (every Whisper tensor stays
+bit-identical to the stage-1 checkpoint); validation logs loss/acc/WER/CER for av, a and v; the
+per-step modality draw and the weights survive a stop + resume bit for bit; bad lip videos are
+errors naming the file (or skipped and counted); precomputed video features train too.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from corpus_utils import _write_video, make_tiny_corpus, synth_speech
+from whisper.model import ModelDimensions
+
+from whisper_flamingo.config import load_config
+from whisper_flamingo.errors import DataError
+from whisper_flamingo.models.whisper import Whisper
+
+TINY_DIMS = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=2,
+                            n_vocab=51864, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=2)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("stage2")
+    corpus = make_tiny_corpus(root / "corpus", n_train=6, n_valid=2, n_test=2, seed=5, video=True,
+                              max_s=1.2)
+    torch.manual_seed(0)
+    whisper = Whisper(TINY_DIMS)
+    model = root / "tiny-random.pt"
+    torch.save({"dims": asdict(TINY_DIMS), "model_state_dict": whisper.state_dict()}, model)
+    # a "stage-1 checkpoint": other weights than model_name's, in Lightning's layout
+    torch.manual_seed(1)
+    stage1 = {f"model.{k}": v for k, v in Whisper(TINY_DIMS).state_dict().items()}
+    pt_ckpt = root / "stage1.ckpt"
+    torch.save({"state_dict": stage1}, pt_ckpt)
+    return {"root": root, "corpus": corpus, "model": model, "pt_ckpt": pt_ckpt}
+
+
+def overrides(s: dict[str, Path], run: str, **kw) -> list[str]:
+    c = kw.pop("corpus", s["corpus"])
+    values = dict(
+        model_name=s["model"], pt_ckpt=s["pt_ckpt"], muavic_root=c, lang="en", train_id=run,
+        log_output_dir=s["root"] / "logs", check_output_dir=s["root"] / "ckpt",
+        noise_fn=c / "noise/train.tsv", noise_fn_val=c / "noise/valid.tsv", noise_fn_test=c / "noise/test.tsv",
+        audio_max_length=32000, batch_size=1.0, val_batch_bins_multiplier=1.0, num_worker=0,
+        learning_rate=1e-3, warmup_steps=1, num_train_steps=4, validate_every_n_batches=1000,
+        validate_before_training=False, val_decode=False, log_every_n_steps=1, checkpoint_every_n_steps=1000,
+        accelerator="cpu", precision="32", add_gated_x_attn=1, av_fusion="separate", use_av_hubert_encoder=True,
+        video_model_config="tiny", freeze_video_model=False, prob_use_av=0.4, prob_use_a=0.3,
+        monitor="val_noisy_en_babble/acc_av",
+    )
+    values.update(kw)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def train(args: list[str]) -> None:
+    from whisper_flamingo.tasks.run import train as run_train
+
+    run_train(load_config(None, args))
+
+
+def scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for ev in sorted(logdir.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
+
+
+def weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    return {k[len("model."):]: v for k, v in state["state_dict"].items()}
+
+
+def test_only_new_layers_learn_and_validation_logs_every_modality(setup):
+    train(overrides(setup, "learn", num_train_steps=4, validate_every_n_batches=4, val_decode=True,
+                    limit_val_batches=1))
+    after = weights(setup["root"] / "ckpt" / "learn" / "last.ckpt")
+    stage1 = {k[len("model."):]: v for k, v in torch.load(setup["pt_ckpt"], weights_only=True)["state_dict"].items()}
+    assert set(stage1) < set(after)
+    for k, v in stage1.items():  # every Whisper tensor: exactly the stage-1 checkpoint's
+        assert torch.equal(after[k], v), k
+
+    # the new tensors moved (a fresh build has the same shapes: compare with its init, gates start at 0)
+    gated = [k for k in after if any(s in k for s in (".gated_x_attn", ".attn_gate", ".ff_ln.", ".ff.", ".ff_gate"))]
+    assert len(gated) == 2 * 17, gated  # 2 decoder blocks x 17 tensors
+    for k in gated:
+        if k.endswith(("attn_gate", "ff_gate")):
+            assert after[k].abs().sum() > 0, k
+    assert after["encoder.video_projection_scalar"].item() != 1.0
+    video = [k for k in after if k.startswith("encoder.video_model.") and after[k].is_floating_point()]
+    assert video
+
+    logs = scalars(setup["root"] / "logs" / "whisper" / "learn")
+    for prefix in ("test_noisy_en_babble", "test", "val_noisy_en_babble", "val"):
+        for metric in ("loss", "acc", "wer", "cer"):
+            for m in ("av", "a", "v"):
+                assert f"{prefix}/{metric}_{m}" in logs, (prefix, metric, m, sorted(logs))
+    for key in ("val/x_norm", "val/x_v_norm_pre", "val/x_v_norm_post"):
+        assert key in logs and logs[key][0][1] > 0
+    # teacher-forced losses differ by modality (the streams really are dropped)
+    assert len({logs[f"val/loss_{m}"][0][1] for m in ("av", "a", "v")}) == 3
+    codes = [v for _, v in sorted(logs["train/modality"])]
+    assert len(codes) == 4 and set(codes) <= {0.0, 1.0, 2.0}
+
+
+def test_frozen_whisper_and_trainable_sets(setup):
+    from whisper_flamingo.tasks.flamingo import build_stage2_model, configure_trainable
+    from whisper_flamingo.tasks.run import load_model_for
+
+    cfg = load_config(None, overrides(setup, "flags"))
+    model = build_stage2_model(cfg, load_model_for(cfg))
+    names = set(configure_trainable(model, cfg))
+    for n, p in model.named_parameters():
+        new = n.startswith(("encoder.video_model.", "encoder.video_projection")) or n in model.gated_parameter_names()
+        assert p.requires_grad == new == (n in names), n
+    cfg.freeze_video_model = True
+    names = set(configure_trainable(model, cfg))
+    assert not any(n.startswith("encoder.video_model.") for n in names)
+    assert "encoder.video_projection.weight" in names and "decoder.blocks.0.attn_gate" in names
+    assert not model.encoder.conv1.weight.requires_grad and not model.decoder.token_embedding.weight.requires_grad
+
+
+def _bad_corpus(setup, tmp: Path, kind: str) -> tuple[Path, str]:
+    """A copy of the manifests whose first training row has a bad video; returns (root, video path)."""
+    root = tmp / f"bad_{kind}"
+    src = setup["corpus"]
+    shutil.copytree(src / "noise", root / "noise")
+    (root / "muavic" / "en").mkdir(parents=True)
+    for f in (src / "muavic" / "en").iterdir():
+        if f.is_file():
+            shutil.copy(f, root / "muavic" / "en" / f.name)
+    tsv = root / "muavic" / "en" / "train.tsv"
+    lines = tsv.read_text().splitlines()
+    uid, video, audio, frames, samples = lines[1].split("\t")
+    bad = root / "media" / f"{kind}.mp4"
+    bad.parent.mkdir(parents=True)
+    # the audio next to the bad video, so that the audio->video path rule finds no other video
+    audio = str(shutil.copy(audio, root / "media" / f"{kind}.wav"))
+    if kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "corrupt":
+        bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    elif kind == "short":  # 2 s of audio, 5 frames of video
+        samples = str(2 * 16000)
+        sf.write(audio, synth_speech(np.random.default_rng(0), 2 * 16000), 16000, subtype="PCM_16")
+        _write_video(bad, 5, np.random.default_rng(0))
+    lines[1] = "\t".join([uid, str(bad), audio, frames, samples])
+    tsv.write_text("\n".join(lines) + "\n")
+    return root, str(bad)
+
+
+@pytest.mark.parametrize("kind,reason,when", [("missing", "missing_file", "setup"), ("empty", "empty_file", "setup"),
+                                               ("corrupt", "unreadable", "load"),
+                                               ("short", "video_audio_mismatch", "load")])
+def test_bad_video_names_the_file_or_is_skipped(setup, tmp_path, kind, reason, when):
+    from whisper_flamingo.data.datamodule import MuavicDataModule
+    from whisper_flamingo.data.dataset import collate
+
+    root, bad = _bad_corpus(setup, tmp_path, kind)
+    cfg = load_config(None, overrides(setup, "bad", corpus=root))
+    dm = MuavicDataModule(cfg, n_mels=80, multilingual=False, stage=2)
+    if when == "setup":
+        with pytest.raises(DataError) as err:
+            dm.setup("fit")
+        assert bad in str(err.value) and "train.tsv:2" in str(err.value) and err.value.reason == reason
+    else:
+        dm.setup("fit")
+        index = next(i for i, r in enumerate(dm.train_dataset.records) if r.video_path == bad)
+        with pytest.raises(DataError) as err:
+            dm.train_dataset[(0, index)]
+        assert bad in str(err.value) and err.value.reason == reason
+        assert "\n" not in str(err.value)
+
+    cfg.on_bad_sample = "skip"
+    dm = MuavicDataModule(cfg, n_mels=80, multilingual=False, stage=2)
+    dm.setup("fit")
+    if when == "setup":
+        assert dm.bad_counts[reason] == 1 and len(dm.train_dataset) == 5
+    else:
+        index = next(i for i, r in enumerate(dm.train_dataset.records) if r.video_path == bad)
+        batch = collate([dm.train_dataset[(0, index)], dm.train_dataset[(0, (index + 1) % 6)]])
+        assert [r for _, r in batch["bad"]] == [reason]
+        assert batch["video"].shape[:2] == (1, 1) and batch["video_padding_mask"].shape[0] == 1
+
+
+def test_batches_carry_video_with_seeded_augmentation(setup):
+    from whisper_flamingo.data.datamodule import MuavicDataModule
+
+    cfg = load_config(None, overrides(setup, "batches"))
+    dm = MuavicDataModule(cfg, n_mels=80, multilingual=False, stage=2)
+    dm.setup("fit")
+    assert dm.val_names == ["test_noisy_en_babble", "test", "val_noisy_en_babble", "val"]
+    ds = dm.train_dataset
+    a, b, c = ds[(0, 0)], ds[(0, 0)], ds[(1, 0)]
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["mel"], b["mel"])
+    rec = ds.records[0]  # video trimmed to the audio (these clips are a frame short: not padded)
+    assert a["video"].shape[1:] == (88, 88)
+    assert a["video"].shape[0] == min(rec.n_video_frames, round(rec.n_samples / 640))
+    # another epoch draws another crop/flip (these 96x96 clips: 81 crops x 2 flips)
+    assert not torch.equal(a["video"], c["video"]) or not torch.equal(a["mel"], c["mel"])
+    batch = next(iter(dm.val_dataloader()[3]))
+    assert batch["video"].dim() == 5 and batch["video"].shape[:2] == (batch["mel"].shape[0], 1)
+    assert batch["video_padding_mask"].dtype == torch.bool
+    lengths = (~batch["video_padding_mask"]).sum(1).tolist()
+    frames = {r.id: min(r.n_video_frames, round(r.n_samples / 640)) for r in dm.eval_datasets["val"].records}
+    assert lengths == [frames[i] for i in batch["ids"]] and max(lengths) == batch["video"].shape[2]
+
+
+@pytest.fixture(scope="module")
+def features(setup) -> Path:
+    """Random (T, 24) "video features" for every utterance (the precomputed-features path)."""
+    from whisper_flamingo.data.manifest import load_split
+    from whisper_flamingo.data.video import frames_for_audio, save_video_features
+
+    out = setup["root"] / "features"
+    cfg = load_config(None, overrides(setup, "features"))
+    rng = np.random.default_rng(0)
+    for split in ("train", "valid", "test"):
+        for rec in load_split(cfg, split, reduce=False).records:
+            save_video_features(out, rec.id, rng.standard_normal((frames_for_audio(rec.n_samples), 24)))
+    return out
+
+
+class Crash(Exception):
+    pass
+
+
+def test_features_path_trains_and_modality_draws_survive_a_resume(setup, features, monkeypatch):
+    """Precomputed features (no video encoder); crashed after step 3 and resumed, the run draws the same
+    modalities and ends with the same weights as an uninterrupted one."""
+    import lightning.pytorch as pl
+
+    from whisper_flamingo.tasks import run
+
+    kw = dict(video_model_config="", video_feature_dir=features, num_train_steps=5, checkpoint_every_n_steps=3,
+              noise_snr_train="[-5,5]", prob_use_av=0.3, prob_use_a=0.3)
+    train(overrides(setup, "whole", **kw))
+
+    # after the step-3 checkpoint (mid-epoch: Lightning defers a periodic checkpoint that falls on the last
+    # batch of an epoch to the next validation)
+    class CrashAfterStep3(pl.Callback):
+        def on_train_batch_start(self, trainer, *args) -> None:
+            if trainer.global_step == 3:
+                raise Crash()
+
+    build = run.build_trainer
+
+    def crashing_trainer(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.callbacks.append(CrashAfterStep3())
+        return trainer
+
+    monkeypatch.setattr(run, "build_trainer", crashing_trainer)
+    with pytest.raises(Crash):
+        train(overrides(setup, "split", **kw))
+    monkeypatch.setattr(run, "build_trainer", build)
+    assert torch.load(setup["root"] / "ckpt" / "split" / "last.ckpt", weights_only=False)["global_step"] == 3
+    train(overrides(setup, "split", **dict(kw, resume_training="true")))
+    whole = scalars(setup["root"] / "logs" / "whisper" / "whole")
+    split = scalars(setup["root"] / "logs" / "whisper" / "split")
+    draws = dict(whole["train/modality"])
+    assert len(draws) == 5 and len(set(draws.values())) >= 2, draws  # the draw really varies
+    assert dict(split["train/modality"]) == draws
+    a = weights(setup["root"] / "ckpt" / "whole" / "last.ckpt")
+    b = weights(setup["root"] / "ckpt" / "split" / "last.ckpt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert a["encoder.video_projection.weight"].shape == (64, 24)  # D from the feature files
+    assert not any(k.startswith("encoder.video_model.") for k in a)
+    torch.manual_seed(0)
+    init = torch.nn.Linear(24, 64).weight  # not the init: training moved the projection
+    assert not torch.equal(a["encoder.video_projection.weight"], init)
+    assert a["decoder.blocks.0.attn_gate"].abs().item() > 0

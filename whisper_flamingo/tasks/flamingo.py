@@ -1,0 +1,384 @@
+"""Stage 2: Whisper-Flamingo training (gated cross-attention over lip video) as a LightningModule.
+
+Model (:func:`build_stage2_model`): the stage-1 Whisper (``model_name`` + ``pt_ckpt``) wrapped in a
+:class:`~whisper_flamingo.models.flamingo.WhisperFlamingo` whose video encoder comes from
+``video_model_ckpt`` (AV-HuBERT or the ResNet front end), or is randomly initialised from a named
+size (``video_model_config``: tiny / base / large, trained from scratch), or is absent when
+precomputed features (``video_feature_dir``) are read.
+
+Freezing (:func:`configure_trainable`): every Whisper parameter gets ``requires_grad=False``; the
+gated layers, the video projection and its scalar are trained, plus the video encoder when
+``freeze_video_model`` is false.  (Legacy models without gated layers train Whisper too, or only the
+projection with ``video_projection_train_only``, as the original.)  ``freeze_video_batch_norm_stats``
+keeps the video encoder in eval mode during training.  The optimizer is stage 1's AdamW over the
+trainable parameters, with its no-decay rule (biases and LayerNorms); the original put all of them in
+one group with weight decay 0.01.
+
+Modality dropout: one draw per training batch, ``draw_modality(prob_use_av, prob_use_a,
+modality_rng(seed, global_step))``: the same on every DDP rank and after a resume.
+
+Validation, for every loader and each modality ``av`` (audio + video), ``a`` (video zeroed) and ``v``
+(audio zeroed): teacher-forced ``{prefix}/loss_<m>``, ``acc_<m>`` and, with ``val_decode``, corpus-level
+``wer_<m>`` / ``cer_<m>`` of batched greedy decoding; on the clean ``val`` loader also ``val/x_norm``,
+``val/x_v_norm_pre`` and ``val/x_v_norm_post`` (mean L2 norm per frame of the audio encoder output and
+of the video features before / after the projection).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from whisper_flamingo.config import Config
+from whisper_flamingo.errors import ConfigError
+from whisper_flamingo.models.avhubert import AVHubert, AVHubertConfig
+from whisper_flamingo.models.flamingo import (
+    MODALITIES,
+    WhisperFlamingo,
+    draw_modality,
+    fusion_from_config,
+    modality_rng,
+)
+from whisper_flamingo.models.resnet import ResEncoder, ResNetTrunk
+from whisper_flamingo.tasks.asr import IGNORE_INDEX, WhisperASRTask, count_parameters, human, token_accuracy
+
+log = logging.getLogger(__name__)
+
+#: ``modality`` -> the number logged as ``train/modality``
+MODALITY_CODES = {"av": 0, "a": 1, "v": 2}
+
+#: light ResNet front end of the ``tiny`` video encoder: stem channels, stage widths, blocks per stage
+TINY_FRONT_END = {"stem": 16, "widths": (16, 32, 64, 128), "blocks": (1, 1, 1, 1)}
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+def video_model_config(name: str) -> AVHubertConfig:
+    """AV-HuBERT hyper-parameters of a named size for from-scratch training.
+
+    ``large`` / ``base`` are the released sizes (fine-tuning dropouts); ``tiny`` (2 layers, 256-d, 4
+    heads of 64, FFN 1024) is for CPU demos.
+    """
+    if name == "large":
+        return AVHubertConfig.large(finetuned=True)
+    if name == "base":
+        return AVHubertConfig.base(finetuned=True)
+    if name == "tiny":
+        return replace(AVHubertConfig.base(finetuned=True), encoder_layers=2, encoder_embed_dim=256,
+                       encoder_ffn_embed_dim=1024, encoder_attention_heads=4, encoder_layerdrop=0.0,
+                       dropout=0.1, attention_dropout=0.1, activation_dropout=0.0)
+    raise ConfigError(f"video_model_config: unknown size {name!r}; use tiny, base or large")
+
+
+def light_front_end(relu_type: str = "prelu", stem: int = 16, widths: tuple[int, ...] = (16, 32, 64, 128),
+                    blocks: tuple[int, ...] = (1, 1, 1, 1)) -> ResEncoder:
+    """A :class:`ResEncoder` with a narrow stem and trunk (same module names, smaller tensors).
+
+    At 88x88 crops the full ResNet-18 costs ~0.33 GMAC per frame, far too much to train on a CPU;
+    this one ~16 MMAC.  ``out_dim`` = ``widths[-1]``.
+    """
+    from whisper_flamingo.models.resnet import _activation
+
+    enc = ResEncoder(relu_type)
+    enc.frontend3D = nn.Sequential(
+        nn.Conv3d(1, stem, kernel_size=(5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False),
+        nn.BatchNorm3d(stem),
+        _activation(relu_type, stem),
+        nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
+    )
+    if stem != widths[0]:
+        raise ValueError(f"the stem width ({stem}) must equal the first stage width ({widths[0]})")
+    enc.trunk = ResNetTrunk(relu_type, tuple(widths), tuple(blocks))
+    enc.out_dim = int(widths[-1])
+    enc.reset_parameters()
+    return enc
+
+
+def new_video_encoder(name: str, use_av_hubert_encoder: bool = True, mode: str = "finetuned") -> nn.Module:
+    """A randomly initialised video encoder of a named size (see :func:`video_model_config`).
+
+    ``tiny`` also narrows the ResNet front end (:data:`TINY_FRONT_END`); without
+    ``use_av_hubert_encoder`` it is the front end alone (ResNet-18, or the light one for ``tiny``).
+    """
+    cfg = video_model_config(name)
+    if not use_av_hubert_encoder:
+        return light_front_end(cfg.resnet_relu_type, **TINY_FRONT_END) if name == "tiny" \
+            else ResEncoder(cfg.resnet_relu_type)
+    model = AVHubert(cfg, mode="pretrained" if mode == "pretrained" else "finetuned")
+    if name == "tiny":
+        front = light_front_end(cfg.resnet_relu_type, **TINY_FRONT_END)
+        model.feature_extractor_video.resnet = front
+        model.feature_extractor_video.proj = nn.Linear(front.out_dim, cfg.encoder_embed_dim)
+    return model
+
+
+def feature_dim(feature_dir: str | Path) -> int | None:
+    """Width D of the features in ``feature_dir`` (``video_features.json``, else the first ``.npy``)."""
+    root = Path(feature_dir)
+    meta = root / "video_features.json"
+    if meta.is_file():
+        try:
+            dim = json.loads(meta.read_text(encoding="utf-8")).get("dim")
+        except (OSError, ValueError):
+            dim = None
+        if dim:
+            return int(dim)
+    for path in root.rglob("*.npy"):
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            continue
+        if arr.ndim == 2:
+            return int(arr.shape[1])
+    return None
+
+
+def build_stage2_model(cfg: Config, whisper: nn.Module) -> WhisperFlamingo:
+    """Wrap the (stage-1 initialised) ``whisper`` into the config's :class:`WhisperFlamingo` (module doc)."""
+    fusion = fusion_from_config(cfg.av_fusion)
+    gated = bool(cfg.add_gated_x_attn)
+    if cfg.video_model_ckpt:
+        from whisper_flamingo.checkpoints.flamingo import build_whisper_flamingo
+
+        return build_whisper_flamingo(cfg, whisper)
+    dtype = whisper.encoder.conv1.weight.dtype
+    if cfg.video_model_config:
+        if cfg.freeze_video_model and not cfg.video_feature_dir:
+            log.warning("video_model_config=%s builds a randomly initialised video encoder but "
+                        "freeze_video_model is true: it will not learn (set freeze_video_model=false)",
+                        cfg.video_model_config)
+        encoder = new_video_encoder(cfg.video_model_config, cfg.use_av_hubert_encoder, cfg.video_model_mode)
+        model = WhisperFlamingo.from_whisper(whisper, encoder.to(dtype), None, fusion, gated)
+    elif cfg.video_feature_dir:
+        dim = feature_dim(cfg.video_feature_dir) or (1024 if cfg.use_av_hubert_encoder else ResEncoder.out_dim)
+        model = WhisperFlamingo.from_whisper(whisper, None, dim, fusion, gated)
+    else:
+        raise ConfigError("video_model_ckpt: empty; set an AV-HuBERT checkpoint, video_model_config "
+                          "(tiny|base|large) to train a video encoder from scratch, or video_feature_dir")
+    return model.to(whisper.encoder.conv1.weight.device)
+
+
+def trainable_parameter_names(model: WhisperFlamingo, cfg: Config) -> list[str]:
+    """Names of the parameters stage 2 trains (module doc)."""
+    names = [n for n, _ in model.named_parameters()]
+    projection = [n for n in names if n.startswith("encoder.video_projection")]
+    video = [n for n in names if n.startswith("encoder.video_model.")]
+    if model.gated:
+        keep = set(model.gated_parameter_names()) | set(projection)
+    elif cfg.video_projection_train_only:
+        keep = set(projection)
+    else:  # legacy audio-visual model without gated layers: Whisper is fine-tuned as well
+        keep = {n for n in names if not n.startswith("encoder.video_model.")}
+    if not cfg.freeze_video_model:
+        keep |= set(video)
+    return [n for n in names if n in keep]
+
+
+def configure_trainable(model: WhisperFlamingo, cfg: Config) -> list[str]:
+    """Set ``requires_grad`` (True only for :func:`trainable_parameter_names`); return those names."""
+    keep = set(trainable_parameter_names(model, cfg))
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in keep)
+    return [n for n, _ in model.named_parameters() if n in keep]
+
+
+# ---------------------------------------------------------------------------------------------- task
+
+
+class WhisperFlamingoTask(WhisperASRTask):
+    """Train the gated layers + video projection (+ video encoder) of a Whisper-Flamingo model."""
+
+    def __init__(self, cfg: Config, model: WhisperFlamingo, tokenizer: Any, val_names: list[str]) -> None:
+        super().__init__(cfg, model, tokenizer, val_names)
+        self.trainable_names = configure_trainable(model, cfg)
+        total, trainable = count_parameters(model)
+        log.info("stage 2: %s parameters, %s trainable (%d tensors: gated layers, video projection%s)",
+                 human(total), human(trainable), len(self.trainable_names),
+                 "" if cfg.freeze_video_model else ", video encoder")
+        self.modality_counts: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ inputs
+    @staticmethod
+    def video_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+        """``video`` / ``padding_mask`` / ``video_features`` keyword arguments of the model."""
+        return {"video": batch.get("video"), "padding_mask": batch.get("video_padding_mask"),
+                "video_features": batch.get("video_features")}
+
+    def modality_for_step(self, step: int) -> str:
+        """The modality-dropout draw of optimizer step ``step`` (same on every rank and after a resume)."""
+        return draw_modality(self.cfg.prob_use_av, self.cfg.prob_use_a, modality_rng(self.cfg.seed, step))
+
+    # ------------------------------------------------------------------ training
+    def forward(self, mel: torch.Tensor, tokens: torch.Tensor, video: torch.Tensor | None = None,
+                padding_mask: torch.Tensor | None = None, modality: str = "av",
+                video_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(mel, tokens, video, padding_mask, modality, video_features)
+
+    def _loss(self, batch: dict[str, Any], modality: str = "av") -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(batch["mel"], batch["dec_input"], modality=modality, **self.video_inputs(batch))
+        loss = F.cross_entropy(logits.float().transpose(1, 2), batch["labels"], ignore_index=IGNORE_INDEX)
+        return loss, logits
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)
+        video_model = self.model.video_model
+        if self.cfg.freeze_video_batch_norm_stats and video_model is not None and video_model.training:
+            video_model.eval()  # running BN statistics kept (and dropout off), as the original flag
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        for _, reason in batch.get("bad", []):
+            self.skipped[reason] += 1
+        if batch["mel"].shape[0] == 0:
+            log.warning("training batch %d has no usable sample; skipped", batch_idx)
+            return None
+        modality = self.modality_for_step(self.global_step)
+        self.modality_counts[modality] += 1
+        loss, _ = self._loss(batch, modality)
+        n = batch["mel"].shape[0]
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n)
+        self.log("train/modality", float(MODALITY_CODES[modality]), on_step=True, batch_size=n)
+        return loss
+
+    # ------------------------------------------------------------------ validation
+    def _new_acc(self) -> dict[str, Any]:
+        return {"loss_sum": 0.0, "tokens": 0, "correct": 0, "counted": 0, "refs": [], "hyps": [], "langs": [],
+                "x_norm": 0.0, "x_v_norm_pre": 0.0, "x_v_norm_post": 0.0, "x_frames": 0, "v_frames": 0}
+
+    @torch.no_grad()
+    def encode_modalities(self, batch: dict[str, Any]) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]],
+                                                                   dict[str, float]]:
+        """``{modality: (xa, xv)}`` for av / a / v, and the norms of the streams.
+
+        With the ``separate`` fusion each encoder runs once and the dropped stream is a zero tensor
+        (exactly what :meth:`WhisperFlamingo.encode` gives); the lip-reader fusion encodes per modality.
+        """
+        model: WhisperFlamingo = self.model
+        video = self.video_inputs(batch)
+        if model.fusion != "separate":
+            out = {m: model.encode(batch["mel"], video["video"], video["padding_mask"], m, video["video_features"])
+                   for m in MODALITIES}
+            return out, {}
+        xa = model.embed_audio(batch["mel"])
+        feats = video["video_features"]
+        if feats is None:
+            feats = model.video_features(video["video"], video["padding_mask"])
+        xv = model.project_video(feats)
+        zeros_v = torch.zeros(xa.shape[0], 1, xa.shape[2], dtype=xa.dtype, device=xa.device)
+        out = {"av": (xa, xv), "a": (xa, zeros_v), "v": (torch.zeros_like(xa), xv)}
+        mask = video["padding_mask"]
+        real = ~mask if mask is not None and mask.shape[1] == feats.shape[1] else \
+            torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
+        frames = batch["mel_frames"].to(xa.device).add(1).div(2, rounding_mode="floor").clamp(max=xa.shape[1])
+        audio_real = torch.arange(xa.shape[1], device=xa.device)[None, :] < frames[:, None]
+        norms = {"x_norm": float(xa.float().norm(dim=-1)[audio_real].sum()),
+                 "x_v_norm_pre": float(feats.float().norm(dim=-1)[real].sum()),
+                 "x_v_norm_post": float(xv.float().norm(dim=-1)[real].sum()),
+                 "x_frames": int(audio_real.sum()), "v_frames": int(real.sum())}
+        return out, norms
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        for _, reason in batch.get("bad", []):
+            self.skipped[reason] += 1
+        if batch["mel"].shape[0] == 0:
+            return
+        streams, norms = self.encode_modalities(batch)
+        labels = batch["labels"]
+        n_tok = int((labels != IGNORE_INDEX).sum().item())
+        skip = max(0, min(len(p) for p in batch["prompts"]) - 1)
+        for modality, (xa, xv) in streams.items():
+            acc = self._val.setdefault((dataloader_idx, modality), self._new_acc())
+            logits = self.model.logits(batch["dec_input"], xa, xv=xv)
+            loss = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
+                                   reduction="sum")
+            acc["loss_sum"] += float(loss.item())
+            acc["tokens"] += n_tok
+            correct, counted = token_accuracy(logits, labels, skip)
+            acc["correct"] += correct
+            acc["counted"] += counted
+            if modality == "av":
+                for key, value in norms.items():
+                    acc[key] += value
+            if self.cfg.val_decode:
+                acc["hyps"].extend(self._greedy_av(batch, xa, xv))
+                acc["refs"].extend(batch["texts"])
+                acc["langs"].extend(batch["langs"])
+
+    @torch.no_grad()
+    def _greedy_av(self, batch: dict[str, Any], xa: torch.Tensor, xv: torch.Tensor) -> list[str]:
+        from whisper_flamingo.decoding.search import SearchOptions, decode_batch
+
+        hyps = decode_batch(self.model, None, batch["prompts"], self.tokenizer, SearchOptions(beam_size=1),
+                            mel_frames=batch["mel_frames"], audio_features=xa, xv=xv)
+        return [h.text.strip() for h in hyps]
+
+    def on_validation_epoch_end(self) -> None:
+        from whisper_flamingo.decoding.scoring import wer_cer
+
+        # every rank gathers the same (loader, modality) keys in the same order
+        for idx in range(max(len(self.val_names), 1 + max((k[0] for k in self._val), default=-1))):
+            for modality in MODALITIES:
+                acc = self._gather_all(self._val.get((idx, modality), self._new_acc()))
+                if acc["tokens"] == 0:
+                    continue
+                name = self._name(idx)
+                self.log(f"{name}/loss_{modality}", acc["loss_sum"] / acc["tokens"], sync_dist=False)
+                self.log(f"{name}/acc_{modality}", acc["correct"] / max(1, acc["counted"]), sync_dist=False)
+                if self.cfg.val_decode and acc["refs"]:
+                    lang = acc["langs"][0] if len(set(acc["langs"])) == 1 else "multi"
+                    scores = wer_cer(acc["refs"], acc["hyps"], normalizer=self.cfg.val_normalizer, lang=lang)
+                    self.log(f"{name}/wer_{modality}", float(scores["wer"]), sync_dist=False)
+                    self.log(f"{name}/cer_{modality}", float(scores["cer"] or 0.0), sync_dist=False)
+                    log.info("%s (%s) example: REF: %s | HYP: %s", name, modality, acc["refs"][0], acc["hyps"][0])
+                if name == "val" and modality == "av" and acc["x_frames"]:
+                    self.log("val/x_norm", acc["x_norm"] / acc["x_frames"], sync_dist=False)
+                    if acc["v_frames"]:
+                        self.log("val/x_v_norm_pre", acc["x_v_norm_pre"] / acc["v_frames"], sync_dist=False)
+                        self.log("val/x_v_norm_post", acc["x_v_norm_post"] / acc["v_frames"], sync_dist=False)
+        if self.skipped:
+            self._log_skipped("val")
+        self._val = {}
+
+    def _gather_all(self, acc: dict[str, Any]) -> dict[str, Any]:
+        """Sum numbers and concatenate lists over DDP ranks."""
+        if self.trainer.world_size <= 1:
+            return acc
+        gathered: list[dict[str, Any]] = [{} for _ in range(self.trainer.world_size)]
+        torch.distributed.all_gather_object(gathered, acc)
+        out = self._new_acc()
+        for g in gathered:
+            for k in out:
+                out[k] = out[k] + g.get(k, type(out[k])())
+        return out
+
+    # ------------------------------------------------------------------ optimisation
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """Stage 1's groups over the trainable parameters; the legacy ``video_projection_separate_lr``
+        (models without gated layers) puts the projection in groups of its own."""
+        groups = super().optimizer_groups()
+        lr = self.cfg.video_projection_separate_lr
+        if self.model.gated or lr in ("", None):
+            return groups
+        projection = {id(p) for n, p in self.model.named_parameters() if n.startswith("encoder.video_projection")}
+        out = []
+        for g in groups:
+            rest = [p for p in g["params"] if id(p) not in projection]
+            proj = [p for p in g["params"] if id(p) in projection]
+            out.append(dict(g, params=rest))
+            if proj:
+                out.append(dict(g, params=proj, lr=float(lr)))
+        return out
+
+
+__all__ = ["WhisperFlamingoTask", "build_stage2_model", "configure_trainable", "trainable_parameter_names",
+           "new_video_encoder", "video_model_config", "light_front_end", "feature_dim", "TINY_FRONT_END",
+           "MODALITY_CODES"]
