@@ -109,7 +109,9 @@ def run_guarded(fn, args, debug: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    # import only the requested subcommand (the others pull in torch, Lightning, ...)
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser([wanted] if wanted in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     return run_guarded(args._run, args, bool(getattr(args, "debug", False)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,9 @@ def build_callbacks(cfg: Config) -> list[Callback]:
 
 def build_trainer(cfg: Config, find_unused_parameters: bool = False) -> pl.Trainer:
     """A Trainer configured from the config: devices, precision, DDP, logging and checkpoints."""
+    # Lightning warns that a mid-epoch resume is unreliable unless the DataLoader itself is stateful;
+    # ours is resumed exactly through the data module's state (the batch sampler), so the warning is wrong.
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
     devices = cfg.num_devices
     strategy: Any = "auto"
     if devices * cfg.num_nodes > 1:
