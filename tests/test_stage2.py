@@ -115,6 +115,14 @@ def test_only_new_layers_learn_and_validation_logs_every_modality(setup):
     codes = [v for _, v in sorted(logs["train/modality"])]
     assert len(codes) == 4 and set(codes) <= {0.0, 1.0, 2.0}
 
+    # the checkpoint (light from-scratch front end) loads back for decoding
+    from whisper_flamingo.tasks.flamingo import load_stage2_checkpoint
+
+    model = load_stage2_checkpoint(setup["root"] / "ckpt" / "learn" / "last.ckpt")
+    assert not model.training and model.avhubert is not None
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, after[k]), k
+
 
 def test_frozen_whisper_and_trainable_sets(setup):
     from whisper_flamingo.tasks.flamingo import build_stage2_model, configure_trainable

@@ -168,6 +168,42 @@ def build_stage2_model(cfg: Config, whisper: nn.Module) -> WhisperFlamingo:
     return model.to(whisper.encoder.conv1.weight.device)
 
 
+def load_stage2_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                           dtype: torch.dtype | None = torch.float32) -> WhisperFlamingo:
+    """An eval-mode :class:`WhisperFlamingo` from a stage-2 Lightning checkpoint written by this task.
+
+    Models with a from-scratch video encoder (``video_model_config``, e.g. the demo's light front end) are
+    rebuilt from the config saved in the checkpoint's hyper-parameters (on the meta device, tensors
+    assigned); any other checkpoint goes through
+    :func:`~whisper_flamingo.checkpoints.flamingo.load_whisper_flamingo` (layout inferred from shapes).
+    """
+    from whisper_flamingo.checkpoints.flamingo import load_state_strict, load_whisper_flamingo, strip_model_prefix
+    from whisper_flamingo.config import KEYS
+    from whisper_flamingo.errors import CheckpointError
+    from whisper_flamingo.models.whisper import ModelDimensions, Whisper
+
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found; check the path") from None
+    hp = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+    values = hp.get("config") or {}
+    if not values.get("video_model_config") or not hp.get("dims"):
+        return load_whisper_flamingo(path, device, dtype)
+    cfg = Config(**{k: v for k, v in values.items() if k in KEYS})
+    cfg.video_model_ckpt, cfg.video_feature_dir = "", ""
+    with torch.device("meta"):
+        model = build_stage2_model(cfg, Whisper(ModelDimensions(**hp["dims"])))
+    load_state_strict(model, strip_model_prefix(ckpt["state_dict"]), str(path), assign=True)
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise CheckpointError(f"{path}: {len(left)} tensors were not set by the checkpoint (e.g. {left[0]})")
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.to(device).eval()
+
+
 def trainable_parameter_names(model: WhisperFlamingo, cfg: Config) -> list[str]:
     """Names of the parameters stage 2 trains (module doc)."""
     names = [n for n, _ in model.named_parameters()]
@@ -379,6 +415,6 @@ class WhisperFlamingoTask(WhisperASRTask):
         return out
 
 
-__all__ = ["WhisperFlamingoTask", "build_stage2_model", "configure_trainable", "trainable_parameter_names",
-           "new_video_encoder", "video_model_config", "light_front_end", "feature_dim", "TINY_FRONT_END",
-           "MODALITY_CODES"]
+__all__ = ["WhisperFlamingoTask", "build_stage2_model", "load_stage2_checkpoint", "configure_trainable",
+           "trainable_parameter_names", "new_video_encoder", "video_model_config", "light_front_end", "feature_dim",
+           "TINY_FRONT_END", "MODALITY_CODES"]
