@@ -196,7 +196,7 @@ def test_datamodule_val_loaders(dm):
 
 
 def test_datamodule_stage2_order_and_no_noise(tiny_corpus, caplog):
-    m = MuavicDataModule(tiny_config(tiny_corpus), 80, True, stage=2)
+    m = MuavicDataModule(tiny_config(tiny_corpus), 80, True, stage=2, load_video=False)  # this corpus has no video
     m.setup()
     assert m.val_names == ["test_noisy_en_babble", "test", "val_noisy_en_babble", "val"]
     cfg = tiny_config(tiny_corpus, noise_fn="", noise_fn_val="", noise_fn_test="")
