@@ -191,13 +191,12 @@ class WhisperASRTask(pl.LightningModule):
         self._val = {}
 
     def _gather(self, acc: dict[str, Any]) -> dict[str, Any]:
-        """Sum counts and concatenate texts over DDP ranks (each rank saw disjoint batches)."""
+        """Sum the numbers and concatenate the lists of ``acc`` over DDP ranks (disjoint batches)."""
         if self.trainer.world_size <= 1:
             return acc
         gathered: list[dict[str, Any]] = [{} for _ in range(self.trainer.world_size)]
         torch.distributed.all_gather_object(gathered, acc)
-        out: dict[str, Any] = {"loss_sum": 0.0, "tokens": 0, "correct": 0, "counted": 0,
-                               "refs": [], "hyps": [], "langs": []}
+        out: dict[str, Any] = {k: type(v)() for k, v in acc.items()}
         for g in gathered:
             for k in out:
                 out[k] = out[k] + g.get(k, type(out[k])())

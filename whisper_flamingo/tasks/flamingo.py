@@ -363,7 +363,7 @@ class WhisperFlamingoTask(WhisperASRTask):
         # every rank gathers the same (loader, modality) keys in the same order
         for idx in range(max(len(self.val_names), 1 + max((k[0] for k in self._val), default=-1))):
             for modality in MODALITIES:
-                acc = self._gather_all(self._val.get((idx, modality), self._new_acc()))
+                acc = self._gather(self._val.get((idx, modality), self._new_acc()))
                 if acc["tokens"] == 0:
                     continue
                 name = self._name(idx)
@@ -383,18 +383,6 @@ class WhisperFlamingoTask(WhisperASRTask):
         if self.skipped:
             self._log_skipped("val")
         self._val = {}
-
-    def _gather_all(self, acc: dict[str, Any]) -> dict[str, Any]:
-        """Sum numbers and concatenate lists over DDP ranks."""
-        if self.trainer.world_size <= 1:
-            return acc
-        gathered: list[dict[str, Any]] = [{} for _ in range(self.trainer.world_size)]
-        torch.distributed.all_gather_object(gathered, acc)
-        out = self._new_acc()
-        for g in gathered:
-            for k in out:
-                out[k] = out[k] + g.get(k, type(out[k])())
-        return out
 
     # ------------------------------------------------------------------ optimisation
     def optimizer_groups(self) -> list[dict[str, Any]]:
