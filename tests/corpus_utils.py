@@ -156,3 +156,16 @@ def tiny_config(root: Path, **overrides):
                   noise_fn_test=str(nd / "test.tsv"), seed=3407)
     values.update(overrides)
     return Config(**values)
+
+
+def tensorboard_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar logged under ``logdir``: ``{tag: [(step, value), ...]}``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for ev in sorted(Path(logdir).rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out

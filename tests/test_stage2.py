@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from corpus_utils import _write_video, make_tiny_corpus, synth_speech
+from corpus_utils import _write_video, make_tiny_corpus, synth_speech, tensorboard_scalars
 from whisper.model import ModelDimensions
 
 from whisper_flamingo.config import load_config
@@ -67,18 +67,6 @@ def train(args: list[str]) -> None:
     run_train(load_config(None, args))
 
 
-def scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out: dict[str, list[tuple[int, float]]] = {}
-    for ev in sorted(logdir.rglob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(ev))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return out
-
-
 def weights(ckpt: Path) -> dict[str, torch.Tensor]:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     return {k[len("model."):]: v for k, v in state["state_dict"].items()}
@@ -103,7 +91,7 @@ def test_only_new_layers_learn_and_validation_logs_every_modality(setup):
     video = [k for k in after if k.startswith("encoder.video_model.") and after[k].is_floating_point()]
     assert video
 
-    logs = scalars(setup["root"] / "logs" / "whisper" / "learn")
+    logs = tensorboard_scalars(setup["root"] / "logs" / "whisper" / "learn")
     for prefix in ("test_noisy_en_babble", "test", "val_noisy_en_babble", "val"):
         for metric in ("loss", "acc", "wer", "cer"):
             for m in ("av", "a", "v"):
@@ -277,8 +265,8 @@ def test_features_path_trains_and_modality_draws_survive_a_resume(setup, feature
     monkeypatch.setattr(run, "build_trainer", build)
     assert torch.load(setup["root"] / "ckpt" / "split" / "last.ckpt", weights_only=False)["global_step"] == 3
     train(overrides(setup, "split", **dict(kw, resume_training="true")))
-    whole = scalars(setup["root"] / "logs" / "whisper" / "whole")
-    split = scalars(setup["root"] / "logs" / "whisper" / "split")
+    whole = tensorboard_scalars(setup["root"] / "logs" / "whisper" / "whole")
+    split = tensorboard_scalars(setup["root"] / "logs" / "whisper" / "split")
     draws = dict(whole["train/modality"])
     assert len(draws) == 5 and len(set(draws.values())) >= 2, draws  # the draw really varies
     assert dict(split["train/modality"]) == draws

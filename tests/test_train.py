@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from corpus_utils import make_tiny_corpus
+from corpus_utils import make_tiny_corpus, tensorboard_scalars
 from whisper.model import ModelDimensions
 
 from whisper_flamingo.models.whisper import Whisper
@@ -58,18 +58,6 @@ def run_cli(args: list[str], timeout: int = 300, env: dict | None = None) -> sub
                           capture_output=True, text=True, timeout=timeout, env=e)
 
 
-def scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out: dict[str, list[tuple[int, float]]] = {}
-    for ev in sorted(logdir.rglob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(ev))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return out
-
-
 def final_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     return {k: v for k, v in state["state_dict"].items()}
@@ -80,7 +68,7 @@ def test_training_lowers_loss_and_validation_logs_wer(setup):
         setup, "loss", num_train_steps=30, validate_every_n_batches=15, val_decode=True,
         validate_before_training=True, limit_val_batches=2)])
     assert out.returncode == 0, out.stderr[-3000:]
-    logs = scalars(setup["root"] / "logs" / "whisper" / "loss")
+    logs = tensorboard_scalars(setup["root"] / "logs" / "whisper" / "loss")
     losses = [v for _, v in sorted(logs["train/loss"])]
     assert len(losses) >= 25
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses

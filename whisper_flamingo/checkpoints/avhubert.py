@@ -40,6 +40,17 @@ FINETUNED_PREFIX = "encoder.w2v_model."
 # Tensors of the original model that inference (and this implementation) never uses.
 UNUSED_KEYS = ("mask_emb", "label_embs_concat")
 UNUSED_PREFIXES = ("final_proj.",)
+
+
+def avhubert_key(name: str) -> str | None:
+    """Our name for an AV-HuBERT tensor name (relative to its prefix), or None for a tensor we drop.
+
+    Newer torch weight-norm parametrisation names map to the ``weight_g``/``weight_v`` names used here.
+    """
+    if name in UNUSED_KEYS or name.startswith(UNUSED_PREFIXES):
+        return None
+    name = name.replace("parametrizations.weight.original0", "weight_g")
+    return name.replace("parametrizations.weight.original1", "weight_v")
 _ANCHOR = "post_extract_proj.weight"  # present in every concat-fusion AV-HuBERT
 _ANCHORS = (_ANCHOR, "encoder.pos_conv.0.weight_v", "encoder.pos_conv.0.parametrizations.weight.original1")
 
@@ -239,13 +250,10 @@ def _strip(state: Mapping[str, Any], prefix: str, source: str) -> dict[str, Tens
         if not key.startswith(prefix):
             outside += 1
             continue
-        name = key[len(prefix):]
-        if name in UNUSED_KEYS or name.startswith(UNUSED_PREFIXES):
+        name = avhubert_key(key[len(prefix):])
+        if name is None:
             log.debug("%s: dropping unused AV-HuBERT tensor '%s'", source, key)
             continue
-        # newer torch parametrisation names -> the weight_g / weight_v names used here
-        name = name.replace("parametrizations.weight.original0", "weight_g")
-        name = name.replace("parametrizations.weight.original1", "weight_v")
         sub[name] = value
     if outside:
         log.debug("%s: ignoring %d keys outside '%s' (decoder, Whisper, ...)", source, outside, prefix)

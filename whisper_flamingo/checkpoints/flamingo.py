@@ -26,8 +26,7 @@ import torch
 from torch import Tensor
 
 from whisper_flamingo.checkpoints.avhubert import (
-    UNUSED_KEYS,
-    UNUSED_PREFIXES,
+    avhubert_key,
     avhubert_state_from_whisper_flamingo,
     load_avhubert,
     load_resencoder,
@@ -129,12 +128,10 @@ def model_state(state: Mapping[str, Tensor], layout: FlamingoLayout, source: str
     prefix = layout.avhubert_prefix
     for key, value in state.items():
         if prefix and key.startswith(prefix):
-            name = key[len(prefix):]
-            if name in UNUSED_KEYS or name.startswith(UNUSED_PREFIXES):
+            name = avhubert_key(key[len(prefix):])
+            if name is None:
                 log.debug("%s: dropping unused AV-HuBERT tensor '%s'", source, key)
                 continue
-            name = name.replace("parametrizations.weight.original0", "weight_g")
-            name = name.replace("parametrizations.weight.original1", "weight_v")
             key = prefix + name
         out[key] = value
     return out
