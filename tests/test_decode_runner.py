@@ -155,11 +155,15 @@ def test_translation_scores_bleu_from_yaml(tiny_corpus, tiny_ckpt, tmp_path):
         decode_cmd.apply_yaml(parser.parse_args(["--config", str(cfg)]))
 
 
-def test_audio_visual_modalities_give_one_clear_error(tiny_ckpt, tmp_path, capsys):
+def test_audio_visual_modalities_need_a_flamingo_checkpoint(tiny_ckpt, tmp_path, capsys):
     rc = whisper_decode_video.main(["--lang", "en", "--modalities", "avsr", "--checkpoint-path", str(tiny_ckpt),
                                     "--decode-path", str(tmp_path), "--muavic-root", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "needs a Whisper-Flamingo model" in err[0]
+    assert rc == 2 and len(err) == 1 and "audio-only Whisper checkpoint" in err[0] and str(tiny_ckpt) in err[0]
+    rc = whisper_decode_video.main(["--lang", "en", "--modalities", "vsr", "--decode-path", str(tmp_path),
+                                    "--muavic-root", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--checkpoint-path" in err[0]
     with pytest.raises(ConfigError, match="needs --noise-fn"):
         runner.conditions(DecodeSettings(langs=["en"], noise_snrs=[0.0]))
 

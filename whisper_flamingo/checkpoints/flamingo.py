@@ -73,17 +73,28 @@ def strip_model_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return {(k[6:] if k.startswith("model.") else k): v for k, v in state_dict.items()}
 
 
-def read_whisper_flamingo_state(path: str | Path) -> dict[str, Tensor]:
-    """The state dict of a released (or our Lightning) Whisper-Flamingo file, ``model.`` stripped."""
+def read_checkpoint_file(path: str | Path) -> Any:
+    """A checkpoint file's object without executing pickled code: ``torch.load(weights_only=True)``, or
+    the restricted unpickler for files that need a few more classes (never ``weights_only=False``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: Whisper-Flamingo checkpoint not found; check the path")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - not a zip file / needs the restricted unpickler
         from whisper_flamingo.checkpoints.safe_pickle import safe_load
 
-        ckpt = safe_load(path)
+        return safe_load(path)
+
+
+def is_whisper_flamingo_state(state: Mapping[str, Any]) -> bool:
+    """True when a state dict carries Whisper-Flamingo's gated layers or video branch."""
+    return any(".gated_x_attn" in k or "encoder.video_" in k for k in state)
+
+
+def read_whisper_flamingo_state(path: str | Path) -> dict[str, Tensor]:
+    """The state dict of a released (or our Lightning) Whisper-Flamingo file, ``model.`` stripped."""
+    ckpt = read_checkpoint_file(path)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         keys = sorted(map(str, ckpt))[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise CheckpointError(f"{path}: no 'state_dict' entry (found {keys}); expected a Whisper-Flamingo "

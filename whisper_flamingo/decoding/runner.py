@@ -41,15 +41,15 @@ import torch
 from tqdm import tqdm
 
 from whisper_flamingo.decoding.scoring import bleu_chrf, utterance_counts, wer_cer
-from whisper_flamingo.decoding.search import SearchOptions, decode_batch
-from whisper_flamingo.errors import ConfigError, DataError, WFError
+from whisper_flamingo.decoding.search import SearchOptions, autocast_for, decode_batch
+from whisper_flamingo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 CLEAN_SNR = 1000.0
 MODALITIES = ("asr", "avsr", "vsr")
-AV_NOT_READY = ("audio-visual decoding needs a Whisper-Flamingo model (lands with the stage-2 issue); "
-                "use --modalities asr with an audio-only model")
+#: our modality names -> the model's: asr = audio with the video zeroed, avsr = both, vsr = video only
+MODEL_MODALITY = {"asr": "a", "avsr": "av", "vsr": "v"}
 N_SAMPLES_30S = 480000
 
 #: test hook: called with the number of batches written so far in the current condition
@@ -98,6 +98,11 @@ class DecodeSettings:
         name = self.checkpoint_path if self.checkpoint_path and not self.use_original_whisper else self.model_type
         parts = [p if p != ".." else "__" for p in Path(str(name)).parts if p not in ("/", "")]
         return str(Path(*parts)) if parts else "checkpoint"
+
+    @property
+    def audio_visual(self) -> bool:
+        """A Whisper-Flamingo decode: ``--av_fusion separate`` or a video modality was asked for."""
+        return self.av_fusion == "separate" or any(m != "asr" for m in self.modalities)
 
     @property
     def padded(self) -> bool:
@@ -170,10 +175,33 @@ def file_sha256(path: str | os.PathLike, short: int = 12) -> str:
 
 def load_model(settings: DecodeSettings, device: torch.device):
     """The model to decode with and its provenance."""
+    from whisper_flamingo.checkpoints.flamingo import is_whisper_flamingo_state, read_checkpoint_file
     from whisper_flamingo.checkpoints.whisper import load_whisper
 
-    if settings.av_fusion == "separate" or any(m != "asr" for m in settings.modalities):
-        raise WFError(AV_NOT_READY)
+    if settings.audio_visual and (settings.padded or not settings.checkpoint_path):
+        raise ConfigError("--modalities avsr/vsr (or --av_fusion separate) decode a Whisper-Flamingo model: pass "
+                          "its checkpoint with --checkpoint-path (and not --use-original-whisper)")
+    if not settings.padded:
+        path = Path(settings.checkpoint_path)
+        if not path.exists():
+            raise ConfigError(f"--checkpoint-path {path}: file not found")
+        if path.is_file():
+            ckpt = read_checkpoint_file(path)
+            state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
+            flamingo = isinstance(state, dict) and is_whisper_flamingo_state(state)
+            del ckpt, state
+        else:
+            flamingo = False
+        if settings.audio_visual and not flamingo:
+            raise ConfigError(f"--checkpoint-path {path}: an audio-only Whisper checkpoint (no gated cross-attention "
+                              "layers) cannot decode --modalities avsr/vsr; use asr, or a stage-2 checkpoint")
+        if flamingo:
+            from whisper_flamingo.tasks.flamingo import load_stage2_checkpoint
+
+            model = load_stage2_checkpoint(path, device)
+            info = {"model": settings.model_type, "checkpoint": str(path), "checkpoint_sha256": file_sha256(path),
+                    "architecture": "whisper-flamingo"}
+            return model.eval(), info
     if settings.padded:
         model = load_whisper(settings.model_type, settings.whisper_path or None)
         info = {"model": settings.model_type, "checkpoint": None, "checkpoint_sha256": None}
@@ -307,6 +335,22 @@ def _batches(lengths: Sequence[int], batch_bins: int) -> list[list[int]]:
     return batches[::-1]  # longest first: memory problems show up at once
 
 
+def _decode(model, batch: dict, tok, options: SearchOptions, seconds: list[float], modality: str,
+            device: torch.device, av_model: bool) -> list:
+    """Hypotheses for one collated batch: audio-only Whisper, or Whisper-Flamingo under ``modality``
+    (the encoders run once; the gated layers' video keys/values are cached once per utterance)."""
+    mel = batch["mel"].to(device)
+    if not av_model:
+        return decode_batch(model, mel, batch["prompts"], tok, options, audio_seconds=seconds)
+    video, mask = batch.get("video"), batch.get("video_padding_mask")
+    if video is not None:
+        video, mask = video.to(device), mask.to(device)
+    with torch.no_grad(), autocast_for(device, options.precision):
+        xa, xv = model.encode(mel, video, mask, MODEL_MODALITY[modality])
+    return decode_batch(model, None, batch["prompts"], tok, options, audio_seconds=seconds, audio_features=xa,
+                        xv=xv)
+
+
 def decode_condition(model, records: Sequence, cond: Condition, settings: DecodeSettings, info: dict,
                      device: torch.device) -> dict:
     """Decode one condition (resuming when its JSONL exists) and write its outputs."""
@@ -336,7 +380,8 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
     dataset = SpeechDataset(records, factory, n_mels=model.dims.n_mels, noise=noise,
                             snr=None if cond.clean else cond.snr, noise_prob=0.0 if cond.clean else 1.0,
                             seed=settings.seed, on_bad_sample=settings.on_bad_sample,
-                            pad_to_30s=settings.padded)
+                            pad_to_30s=settings.padded, load_video=cond.modality != "asr", video_train=False)
+    av_model = hasattr(model, "encode") and hasattr(model, "gated")
     by_id = {r.id: i for i, r in enumerate(records)}
     if len(by_id) != len(records):
         dup = next(uid for uid, n in Counter(r.id for r in records).items() if n > 1)
@@ -357,7 +402,8 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
     t0, audio_s = time.perf_counter(), 0.0
     if todo:
         loader = DataLoader(dataset, batch_sampler=todo, num_workers=settings.num_workers,
-                            collate_fn=Collator(dataset.pad_token, model.dims.n_mels),
+                            collate_fn=Collator(dataset.pad_token, model.dims.n_mels,
+                                                video=dataset.video_kind or None),
                             pin_memory=device.type == "cuda")
         bar = tqdm(total=remaining, desc=cond.label, unit="utt", dynamic_ncols=True)
         with open(jsonl, "a", encoding="utf-8") as f:
@@ -366,8 +412,7 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
                 if batch["mel"].shape[0]:
                     recs = [records[by_id[uid]] for uid in batch["ids"]]
                     seconds = [r.n_samples / 16000 for r in recs]
-                    hyps = decode_batch(model, batch["mel"].to(device), batch["prompts"], tok, options,
-                                        audio_seconds=seconds)
+                    hyps = _decode(model, batch, tok, options, seconds, cond.modality, device, av_model)
                     new = [j for j, r in enumerate(recs) if r.id not in done]
                     counts = utterance_counts([recs[j].text for j in new], [hyps[j].text for j in new],
                                               settings.normalizer, lang)

@@ -148,7 +148,7 @@ def find_loop(generated: Tensor, repeats: int, max_period: int, min_span: int) -
     return hit
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast_for(device: torch.device, precision: str):
     if device.type != "cuda" or precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
@@ -219,7 +219,7 @@ def decode_batch(model, mel: Tensor | None, prompts: Sequence[Sequence[int]], to
     try:
         for idx in groups.values():
             device = (audio_features if audio_features is not None else mel).device
-            with _autocast(device, options.precision):
+            with autocast_for(device, options.precision):
                 audio = take(audio_features, idx)
                 if audio is None:
                     audio = model.embed_audio(take(mel, idx))

@@ -177,16 +177,18 @@ def load_stage2_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     assigned); any other checkpoint goes through
     :func:`~whisper_flamingo.checkpoints.flamingo.load_whisper_flamingo` (layout inferred from shapes).
     """
-    from whisper_flamingo.checkpoints.flamingo import load_state_strict, load_whisper_flamingo, strip_model_prefix
+    from whisper_flamingo.checkpoints.flamingo import (
+        load_state_strict,
+        load_whisper_flamingo,
+        read_checkpoint_file,
+        strip_model_prefix,
+    )
     from whisper_flamingo.config import KEYS
     from whisper_flamingo.errors import CheckpointError
     from whisper_flamingo.models.whisper import ModelDimensions, Whisper
 
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found; check the path") from None
+    ckpt = read_checkpoint_file(path)
     hp = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
     values = hp.get("config") or {}
     if not values.get("video_model_config") or not hp.get("dims"):
