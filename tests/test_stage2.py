@@ -76,6 +76,8 @@ def test_only_new_layers_learn_and_validation_logs_every_modality(setup):
     train(overrides(setup, "learn", num_train_steps=4, validate_every_n_batches=4, val_decode=True,
                     limit_val_batches=1))
     after = weights(setup["root"] / "ckpt" / "learn" / "last.ckpt")
+    best = sorted(p.name for p in (setup["root"] / "ckpt" / "learn").glob("step-*.ckpt"))
+    assert len(best) == 1 and best[0].startswith("step-000004-acc_av=0."), best  # the monitored metric's value
     stage1 = {k[len("model."):]: v for k, v in torch.load(setup["pt_ckpt"], weights_only=True)["state_dict"].items()}
     assert set(stage1) < set(after)
     for k, v in stage1.items():  # every Whisper tensor: exactly the stage-1 checkpoint's

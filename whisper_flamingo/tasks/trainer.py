@@ -97,9 +97,8 @@ def _use_gpu(cfg: Config) -> bool:
 
 def build_callbacks(cfg: Config) -> list[Callback]:
     ckpt_dir = cfg.checkpoint_dir
-    metric_name = "wer" if cfg.val_decode else "loss"
-    prefix = cfg.monitor.split("/")[0]
-    template = f"step-{{step:06d}}-{metric_name}={{{prefix}/{metric_name}:.4f}}"
+    # the best checkpoint's name carries the monitored value (e.g. step-000300-acc_av=0.8123.ckpt)
+    template = f"step-{{step:06d}}-{cfg.monitor.split('/')[-1]}={{{cfg.monitor}:.4f}}"
     callbacks: list[Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename=template, monitor=cfg.monitor, mode=cfg.monitor_mode,
                         save_top_k=1, save_last=False, auto_insert_metric_name=False,
