@@ -25,6 +25,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m whisper_flamingo.cli demo --out demo_out
 
+demo-av: $(STAMP)
+	$(BIN)/python -m whisper_flamingo.cli demo-av --out demo_out_av
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x --timeout=600 tests
 
@@ -32,4 +35,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf demo_out .pytest_cache
+	rm -rf demo_out demo_out_av .pytest_cache

@@ -65,6 +65,41 @@ def _wer(summary_dir: Path) -> float:
     return float(data["score"])
 
 
+def prepare_corpus(corpus: Path, seed: int, train: int, valid: int, test: int, jobs: int) -> Path:
+    """Generate the synthetic corpus (reused when one with the same seed and sizes is there); returns
+    the babble test list."""
+    stamp = corpus / "corpus.json"
+    want = {"seed": seed, "sizes": {"train": train, "valid": valid, "test": test}}
+    have = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    if {k: have.get(k) for k in want} != want:
+        _cli(["prepare", "synthetic", "--out", str(corpus), "--seed", str(seed), "--train", str(train),
+              "--valid", str(valid), "--test", str(test), "--jobs", str(jobs)])
+    else:
+        log.info("reusing the corpus in %s", corpus)
+    babble_test = corpus / "noise" / "babble" / "test.tsv"
+    if not babble_test.is_file():
+        raise WFError(f"{babble_test}: the generated corpus has no babble test list; rerun with --fresh")
+    return babble_test
+
+
+def convert_model(models: Path, name: str) -> Path:
+    """The pretrained ``name`` as an openai-whisper checkpoint under ``models`` (converted once)."""
+    model_pt = models / f"{name}.pt"
+    if not model_pt.is_file():
+        models.mkdir(parents=True, exist_ok=True)
+        _cli(["convert", name, str(model_pt)])
+    return model_pt
+
+
+def data_overrides(out: Path, corpus: Path, model_pt: Path, run_id: str, seed: int) -> list[str]:
+    """``key=value`` overrides pointing a demo config at the demo's corpus, model and output folders."""
+    noise = corpus / "noise"
+    return [f"model_name={model_pt}", f"whisper_download_root={model_pt.parent}", f"muavic_root={corpus}",
+            f"noise_fn={noise / 'train.tsv'}", f"noise_fn_val={noise / 'babble' / 'valid.tsv'}",
+            f"noise_fn_test={noise / 'babble' / 'test.tsv'}", f"log_output_dir={out / 'logs'}",
+            f"check_output_dir={out / 'checkpoints'}", f"train_id={run_id}", f"seed={seed}", "resume_training=true"]
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = Path(args.out).resolve()
@@ -76,25 +111,12 @@ def run(args: argparse.Namespace) -> int:
 
     # 1. corpus
     t = time.perf_counter()
-    stamp = corpus / "corpus.json"
-    want = {"seed": args.seed, "sizes": {"train": args.train, "valid": args.valid, "test": args.test}}
-    have = json.loads(stamp.read_text()) if stamp.is_file() else {}
-    if {k: have.get(k) for k in want} != want:
-        _cli(["prepare", "synthetic", "--out", str(corpus), "--seed", str(args.seed), "--train", str(args.train),
-              "--valid", str(args.valid), "--test", str(args.test), "--jobs", str(args.jobs)])
-    else:
-        log.info("reusing the corpus in %s", corpus)
+    babble_test = prepare_corpus(corpus, args.seed, args.train, args.valid, args.test, args.jobs)
     timings["corpus"] = time.perf_counter() - t
-    babble_test = corpus / "noise" / "babble" / "test.tsv"
-    if not babble_test.is_file():
-        raise WFError(f"{babble_test}: the generated corpus has no babble test list; rerun with --fresh")
 
     # 2. pretrained weights
     t = time.perf_counter()
-    model_pt = models / f"{args.model}.pt"
-    if not model_pt.is_file():
-        models.mkdir(parents=True, exist_ok=True)
-        _cli(["convert", args.model, str(model_pt)])
+    model_pt = convert_model(models, args.model)
     timings["convert"] = time.perf_counter() - t
 
     common = ["--lang", "en", "--muavic-root", str(corpus), "--noise-snr", "1000", "0", "--noise-fn",
@@ -109,16 +131,11 @@ def run(args: argparse.Namespace) -> int:
     # 4. stage-1 fine-tuning with noise
     t = time.perf_counter()
     run_id = f"demo_{args.model}"
-    ckpt_dir = out / "checkpoints"
-    noise = corpus / "noise"
-    overrides = [f"model_name={model_pt}", f"whisper_download_root={models}", f"muavic_root={corpus}",
-                 f"noise_fn={noise / 'train.tsv'}", f"noise_fn_val={noise / 'babble' / 'valid.tsv'}",
-                 f"noise_fn_test={babble_test}", f"log_output_dir={out / 'logs'}", f"check_output_dir={ckpt_dir}",
-                 f"train_id={run_id}", f"seed={args.seed}", "resume_training=true"]
+    overrides = data_overrides(out, corpus, model_pt, run_id, args.seed)
     if args.steps:
         overrides.append(f"num_train_steps={args.steps}")
     _cli(["train", args.config, *overrides])
-    last = ckpt_dir / run_id / "last.ckpt"
+    last = out / "checkpoints" / run_id / "last.ckpt"
     timings["fine-tune"] = time.perf_counter() - t
 
     # 5. fine-tuned decoding (variable length)
