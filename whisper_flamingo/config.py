@@ -46,6 +46,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "monitor_mode": ("max", "min"),
     "val_normalizer": ("fairseq", "whisper", "none"),
+    "video_model_config": ("", "tiny", "base", "large"),
+    "video_model_mode": ("auto", "finetuned", "pretrained"),
 }
 
 
