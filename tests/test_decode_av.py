@@ -149,3 +149,31 @@ def test_bad_video_follows_on_bad_sample(tiny_video_corpus, models, tmp_path):
     assert summaries[0]["utterances"] == len(lines) - 2 and sum(summaries[0]["skipped"].values()) == 1
     # audio-only decoding of the same model does not read the videos at all
     assert run_decode(_settings(corpus, models["open"], tmp_path / "a", ["asr"]))[0]["utterances"] == len(lines) - 1
+
+
+def test_released_layout_checkpoint_decodes_through_the_original_command_line(tiny_video_corpus, tmp_path, capsys):
+    """A released-style file ({"state_dict": {"model.<key>": tensor}}, ResNet-18 video encoder) decodes avsr."""
+    import whisper_decode_video
+    from whisper_flamingo.models.flamingo import WhisperFlamingo
+
+    torch.manual_seed(2)
+    model = WhisperFlamingo.build(DIMS, use_av_hubert_encoder=False, av_fusion="separate", add_gated_x_attn=1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("attn_gate", "ff_gate")):
+                p.fill_(1.5)
+            elif name.startswith("decoder.") and p.ndim > 1:
+                torch.nn.init.normal_(p, std=0.3 if "token_embedding" not in name else 1.0)
+    path = tmp_path / "whisper-flamingo_en_tiny.pt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    args = ["--lang", "en", "--model-type", "tiny", "--checkpoint-path", str(path), "--muavic-root",
+            str(tiny_video_corpus), "--noise-snr", "1000", "--noise-fn", str(tiny_video_corpus / "noise" / "test.tsv"),
+            "--use_av_hubert_encoder", "0", "--av_fusion", "separate", "--fp16", "0", "--decode-path",
+            str(tmp_path / "out")]
+    hyps = {}
+    for modality in ("asr", "avsr"):
+        assert whisper_decode_video.main([*args, "--modalities", modality]) == 0, capsys.readouterr().err
+        pred = next((tmp_path / "out").rglob(f"{modality}/snr-1000/**/pred.txt")).read_text().splitlines()
+        hyps[modality] = [ln for ln in pred if ln.startswith("HYPO:")]
+        assert len(hyps[modality]) == 3
+    assert hyps["avsr"] != hyps["asr"]
