@@ -40,3 +40,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data (real test media) is not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one torch thread is fastest (and immune to other processes on a 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

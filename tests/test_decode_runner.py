@@ -22,12 +22,8 @@ from whisper_flamingo.models import Whisper
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest (and immune to other processes on a 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Tiny models: one thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

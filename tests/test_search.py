@@ -25,12 +25,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest (and immune to other processes on a 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Tiny models: one thread (see conftest.one_thread)."""
 
 
 class _OpenAICache:

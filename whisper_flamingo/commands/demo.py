@@ -100,6 +100,16 @@ def data_overrides(out: Path, corpus: Path, model_pt: Path, run_id: str, seed: i
             f"check_output_dir={out / 'checkpoints'}", f"train_id={run_id}", f"seed={seed}", "resume_training=true"]
 
 
+def train_stage(config: str | Path, out: Path, corpus: Path, model_pt: Path, run_id: str, seed: int,
+                steps: int | None = None, extra: list[str] | None = None) -> Path:
+    """``whisper-flamingo train config`` on the demo data (resumed when interrupted); returns last.ckpt."""
+    overrides = data_overrides(out, corpus, model_pt, run_id, seed) + list(extra or [])
+    if steps:
+        overrides.append(f"num_train_steps={steps}")
+    _cli(["train", str(config), *overrides])
+    return out / "checkpoints" / run_id / "last.ckpt"
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = Path(args.out).resolve()
@@ -130,12 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 4. stage-1 fine-tuning with noise
     t = time.perf_counter()
-    run_id = f"demo_{args.model}"
-    overrides = data_overrides(out, corpus, model_pt, run_id, args.seed)
-    if args.steps:
-        overrides.append(f"num_train_steps={args.steps}")
-    _cli(["train", args.config, *overrides])
-    last = out / "checkpoints" / run_id / "last.ckpt"
+    last = train_stage(args.config, out, corpus, model_pt, f"demo_{args.model}", args.seed, args.steps)
     timings["fine-tune"] = time.perf_counter() - t
 
     # 5. fine-tuned decoding (variable length)
@@ -169,14 +174,28 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ft < zs else 1
 
 
-def _plot(rows: dict[str, dict[str, float]], path: Path) -> Path:
+def new_figure(size: tuple[float, float]):
+    """``(plt, fig, ax)`` with the non-interactive backend (demos run headless)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=size)
+    return plt, fig, ax
+
+
+def save_figure(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _plot(rows: dict[str, dict[str, float]], path: Path) -> Path:
     conds = ["clean", "0 dB babble"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    plt, fig, ax = new_figure((5.5, 3.6))
     width = 0.38
     for i, (name, r) in enumerate(rows.items()):
         xs = [j + (i - 0.5) * width for j in range(len(conds))]
@@ -186,8 +205,4 @@ def _plot(rows: dict[str, dict[str, float]], path: Path) -> Path:
     ax.set_ylabel("WER (%)")
     ax.set_title("Whisper tiny.en on the synthetic test set")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)

@@ -24,7 +24,16 @@ import sys
 import time
 from pathlib import Path
 
-from whisper_flamingo.commands.demo import ROOT, _cli, _wer, convert_model, data_overrides, prepare_corpus
+from whisper_flamingo.commands.demo import (
+    ROOT,
+    _cli,
+    _wer,
+    convert_model,
+    new_figure,
+    prepare_corpus,
+    save_figure,
+    train_stage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +78,14 @@ def run(args: argparse.Namespace) -> int:
 
     # stage 1: audio-only fine-tuning with noise
     t = time.perf_counter()
-    s1_id = f"demo_{args.model}"
-    overrides = data_overrides(out, corpus, model_pt, s1_id, args.seed)
-    if args.stage1_steps:
-        overrides.append(f"num_train_steps={args.stage1_steps}")
-    _cli(["train", args.stage1_config, *overrides])
-    stage1 = out / "checkpoints" / s1_id / "last.ckpt"
+    stage1 = train_stage(args.stage1_config, out, corpus, model_pt, f"demo_{args.model}", args.seed,
+                         args.stage1_steps)
     timings["stage 1"] = time.perf_counter() - t
 
     # stage 2: Whisper frozen; gated cross-attention + a from-scratch AV-HuBERT on the lips
     t = time.perf_counter()
-    s2_id = f"demo_flamingo_{args.model}"
-    overrides = data_overrides(out, corpus, model_pt, s2_id, args.seed) + [f"pt_ckpt={stage1}"]
-    if args.stage2_steps:
-        overrides.append(f"num_train_steps={args.stage2_steps}")
-    _cli(["train", args.stage2_config, *overrides])
-    stage2 = out / "checkpoints" / s2_id / "last.ckpt"
+    stage2 = train_stage(args.stage2_config, out, corpus, model_pt, f"demo_flamingo_{args.model}", args.seed,
+                         args.stage2_steps, [f"pt_ckpt={stage1}"])
     timings["stage 2"] = time.perf_counter() - t
 
     # decoding: clean, 0 dB and -5 dB babble
@@ -127,13 +128,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plot(rows: dict[str, dict[str, float]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     xs = [float(s) if s != "1000" else 5.0 for s in SNRS]
-    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    plt, fig, ax = new_figure((5.8, 3.8))
     for name, r in rows.items():
         ax.plot(xs, [r[s] for s in SNRS], marker="o", label=name)
     ax.set_xticks(xs, [SNR_NAMES[s].replace(" babble", "") for s in SNRS])
@@ -142,8 +138,4 @@ def _plot(rows: dict[str, dict[str, float]], path: Path) -> Path:
     ax.set_title("Whisper-Flamingo demo: test WER vs noise")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
