@@ -20,7 +20,7 @@ from corpus_utils import _write_video, make_tiny_corpus, synth_speech, tensorboa
 from whisper.model import ModelDimensions
 
 from whisper_flamingo.config import load_config
-from whisper_flamingo.errors import DataError
+from whisper_flamingo.errors import ConfigError, DataError
 from whisper_flamingo.models.whisper import Whisper
 
 TINY_DIMS = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=2,
@@ -74,7 +74,7 @@ def weights(ckpt: Path) -> dict[str, torch.Tensor]:
 
 def test_only_new_layers_learn_and_validation_logs_every_modality(setup):
     train(overrides(setup, "learn", num_train_steps=4, validate_every_n_batches=4, val_decode=True,
-                    limit_val_batches=1))
+                    limit_val_batches=1, video_ctc_weight=1.0))
     after = weights(setup["root"] / "ckpt" / "learn" / "last.ckpt")
     best = sorted(p.name for p in (setup["root"] / "ckpt" / "learn").glob("step-*.ckpt"))
     assert len(best) == 1 and best[0].startswith("step-000004-acc_av=0."), best  # the monitored metric's value
@@ -102,6 +102,8 @@ def test_only_new_layers_learn_and_validation_logs_every_modality(setup):
         assert key in logs and logs[key][0][1] > 0
     # teacher-forced losses differ by modality (the streams really are dropped)
     assert len({logs[f"val/loss_{m}"][0][1] for m in ("av", "a", "v")}) == 3
+    ctc = [v for _, v in sorted(logs["train/video_ctc"])]  # the auxiliary lip-reading loss
+    assert len(ctc) == 4 and all(0 <= v < 1e4 for v in ctc) and max(ctc) > 0  # 0: no transcript fits its frames
     codes = [v for _, v in sorted(logs["train/modality"])]
     assert len(codes) == 4 and set(codes) <= {0.0, 1.0, 2.0}
 
@@ -283,3 +285,32 @@ def test_features_path_trains_and_modality_draws_survive_a_resume(setup, feature
     init = torch.nn.Linear(24, 64).weight  # not the init: training moved the projection
     assert not torch.equal(a["encoder.video_projection.weight"], init)
     assert a["decoder.blocks.0.attn_gate"].abs().item() > 0
+
+
+def test_video_ctc_loss_rewards_the_right_frames_and_needs_a_trained_encoder(setup):
+    from whisper_flamingo.tasks.flamingo import CTC_CLASSES, WhisperFlamingoTask, build_stage2_model, video_ctc_loss
+    from whisper_flamingo.tasks.run import load_model_for
+
+    text = "ab a"
+    target = [c + 1 for c in text.encode()]
+    frames = [x for c in target for x in (c, 0)]  # each byte then a blank: one valid CTC path
+    good = torch.full((1, len(frames) + 3, CTC_CLASSES), -10.0)
+    for t, c in enumerate(frames + [0, 0, 0]):
+        good[0, t, c] = 10.0
+    pad = torch.zeros(1, len(frames) + 3, dtype=torch.bool)
+    pad[0, -3:] = True
+    assert video_ctc_loss(good, pad, [" AB a "]).item() < 1e-3  # lower-cased, stripped; padding ignored
+    shifted = torch.roll(good, 2, dims=1)  # right bytes, wrong frames for the unpadded length
+    assert video_ctc_loss(shifted, pad, [text]).item() > 1.0
+    assert video_ctc_loss(torch.randn(1, 12, CTC_CLASSES), None, [text]).item() > 1.0
+    two = torch.cat([good, torch.randn(1, good.shape[1], CTC_CLASSES)])
+    assert video_ctc_loss(two, None, [text, "far too long a text for these frames"]).item() < 1e-3  # skipped
+    too_long = torch.randn(1, 3, CTC_CLASSES, requires_grad=True)
+    loss = video_ctc_loss(too_long, None, [text])
+    loss.backward()
+    assert loss.item() == 0.0 and too_long.grad.abs().sum() == 0
+
+    cfg = load_config(None, overrides(setup, "ctc", video_ctc_weight=1.0, freeze_video_model=True))
+    model = build_stage2_model(cfg, load_model_for(cfg))
+    with pytest.raises(ConfigError, match="video_ctc_weight"):
+        WhisperFlamingoTask(cfg, model, None, [])

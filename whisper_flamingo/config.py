@@ -189,6 +189,10 @@ class Config:
         "1: gated cross-attention over video in every decoder block (Whisper-Flamingo)."))
     av_fusion: str = field(default="", metadata=_doc(
         "separate (Whisper-Flamingo) or lip-reader (video replaces the encoder input)."))
+    video_ctc_weight: float = field(default=0.0, metadata=_doc(
+        "Ours: auxiliary CTC lip-reading loss on the trained video encoder's output (UTF-8 bytes of the "
+        "lower-cased transcript), loss = CE + weight * CTC. A video encoder trained from scratch needs it to "
+        "learn lip reading before the gates open (the CPU demo); 0 = off (the original)."))
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -322,6 +326,8 @@ def _validate(cfg: Config, where: str) -> None:
     if cfg.prob_use_av + cfg.prob_use_a > 1.0 + 1e-9:
         raise ConfigError(f"{where}prob_use_av + prob_use_a must not exceed 1, got "
                           f"{cfg.prob_use_av} + {cfg.prob_use_a}")
+    if cfg.video_ctc_weight < 0:
+        raise ConfigError(f"{where}key 'video_ctc_weight' must be >= 0, got {cfg.video_ctc_weight}")
     if isinstance(cfg.noise_snr_train, list) and len(cfg.noise_snr_train) != 2:
         raise ConfigError(f"{where}key 'noise_snr_train' takes a number or [low, high], "
                           f"got {cfg.noise_snr_train}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 
 def _activation(relu_type: str, channels: int) -> nn.Module:
@@ -102,6 +103,9 @@ class ResEncoder(nn.Module):
         if video.dim() != 5 or video.shape[1] != 1:
             raise ValueError(f"video must be (B, 1, T, H, W) grayscale frames, got shape {tuple(video.shape)}")
         b = video.shape[0]
+        pool = getattr(self, "input_pool", 1)
+        if pool > 1:  # light CPU front ends look at a downsampled frame
+            video = F.avg_pool3d(video, (1, pool, pool))
         x = self.frontend3D(video)  # (B, 64, T, H', W')
         t = x.shape[2]
         x = x.transpose(1, 2).reshape(b * t, x.shape[1], x.shape[3], x.shape[4])

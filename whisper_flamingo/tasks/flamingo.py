@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 MODALITY_CODES = {"av": 0, "a": 1, "v": 2}
 
 #: light ResNet front end of the ``tiny`` video encoder: stem channels, stage widths, blocks per stage
-TINY_FRONT_END = {"stem": 16, "widths": (16, 32, 64, 128), "blocks": (1, 1, 1, 1)}
+TINY_FRONT_END = {"stem": 16, "widths": (16, 32, 64, 128), "blocks": (1, 1, 1, 1), "input_pool": 2}
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -81,11 +81,12 @@ def video_model_config(name: str) -> AVHubertConfig:
 
 
 def light_front_end(relu_type: str = "prelu", stem: int = 16, widths: tuple[int, ...] = (16, 32, 64, 128),
-                    blocks: tuple[int, ...] = (1, 1, 1, 1)) -> ResEncoder:
+                    blocks: tuple[int, ...] = (1, 1, 1, 1), input_pool: int = 1) -> ResEncoder:
     """A :class:`ResEncoder` with a narrow stem and trunk (same module names, smaller tensors).
 
     At 88x88 crops the full ResNet-18 costs ~0.33 GMAC per frame, far too much to train on a CPU;
-    this one ~16 MMAC.  ``out_dim`` = ``widths[-1]``.
+    this one ~16 MMAC, or ~4 MMAC when the frames are first average-pooled by ``input_pool`` = 2
+    (44x44; the tiny demo encoder).  ``out_dim`` = ``widths[-1]``.
     """
     from whisper_flamingo.models.resnet import _activation
 
@@ -100,6 +101,7 @@ def light_front_end(relu_type: str = "prelu", stem: int = 16, widths: tuple[int,
         raise ValueError(f"the stem width ({stem}) must equal the first stage width ({widths[0]})")
     enc.trunk = ResNetTrunk(relu_type, tuple(widths), tuple(blocks))
     enc.out_dim = int(widths[-1])
+    enc.input_pool = int(input_pool)
     enc.reset_parameters()
     return enc
 
@@ -197,7 +199,8 @@ def load_stage2_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     cfg.video_model_ckpt, cfg.video_feature_dir = "", ""
     with torch.device("meta"):
         model = build_stage2_model(cfg, Whisper(ModelDimensions(**hp["dims"])))
-    load_state_strict(model, strip_model_prefix(ckpt["state_dict"]), str(path), assign=True)
+    state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}  # not the task's CTC head
+    load_state_strict(model, strip_model_prefix(state), str(path), assign=True)
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if left:
         raise CheckpointError(f"{path}: {len(left)} tensors were not set by the checkpoint (e.g. {left[0]})")
@@ -231,6 +234,31 @@ def configure_trainable(model: WhisperFlamingo, cfg: Config) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- task
+#: CTC classes of the auxiliary lip-reading loss: blank (0) + the 256 byte values of UTF-8 text
+CTC_CLASSES = 257
+
+
+def video_ctc_loss(logits: torch.Tensor, padding_mask: torch.Tensor | None, texts: list[str]) -> torch.Tensor:
+    """Mean per-byte CTC loss of per-frame byte ``logits (B, T, 257)`` against the lower-cased ``texts``,
+    over the utterances whose transcript fits in their frames (0 with no gradient when none does)."""
+    b, t = logits.shape[:2]
+    if padding_mask is not None and padding_mask.shape[1] == t:
+        lengths = (~padding_mask).sum(1).to(torch.long)
+    else:
+        lengths = torch.full((b,), t, dtype=torch.long)
+    targets = [torch.tensor([c + 1 for c in text.strip().lower().encode("utf-8")], dtype=torch.long)
+               for text in texts]
+    target_lengths = torch.tensor([len(x) for x in targets])
+    repeats = torch.tensor([int((x[1:] == x[:-1]).sum()) for x in targets])
+    feasible = (lengths.cpu() >= target_lengths + repeats) & (target_lengths > 0)
+    if not feasible.any():
+        return logits.sum() * 0.0
+    log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, C)
+    losses = F.ctc_loss(log_probs, torch.cat(targets).to(logits.device), lengths.cpu(), target_lengths,
+                        blank=0, reduction="none", zero_infinity=True)
+    per_byte = losses / target_lengths.clamp(min=1).to(losses.device)
+    return per_byte[feasible.to(losses.device)].mean()
+
 
 
 class WhisperFlamingoTask(WhisperASRTask):
@@ -244,6 +272,13 @@ class WhisperFlamingoTask(WhisperASRTask):
                  human(total), human(trainable), len(self.trainable_names),
                  "" if cfg.freeze_video_model else ", video encoder")
         self.modality_counts: Counter[str] = Counter()
+        self.video_ctc_head: nn.Linear | None = None
+        if cfg.video_ctc_weight > 0:
+            video_model = model.video_model
+            if video_model is None or cfg.freeze_video_model:
+                raise ConfigError("video_ctc_weight > 0 trains the video encoder with a CTC loss: it needs a video "
+                                  "encoder and freeze_video_model: false (set video_ctc_weight: 0 otherwise)")
+            self.video_ctc_head = nn.Linear(video_model.out_dim, CTC_CLASSES)
 
     # ------------------------------------------------------------------ inputs
     @staticmethod
@@ -267,6 +302,14 @@ class WhisperFlamingoTask(WhisperASRTask):
         loss = F.cross_entropy(logits.float().transpose(1, 2), batch["labels"], ignore_index=IGNORE_INDEX)
         return loss, logits
 
+    def _loss_with_video_ctc(self, batch: dict[str, Any], modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CE, CTC): the video encoder runs once; its features feed both the decoder and the CTC head."""
+        video = self.video_inputs(batch)
+        feats = self.model.video_features(video["video"], video["padding_mask"])
+        logits = self.model(batch["mel"], batch["dec_input"], modality=modality, video_features=feats)
+        ce = F.cross_entropy(logits.float().transpose(1, 2), batch["labels"], ignore_index=IGNORE_INDEX)
+        return ce, video_ctc_loss(self.video_ctc_head(feats), video["padding_mask"], batch["texts"])
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_start(batch, batch_idx)
         video_model = self.model.video_model
@@ -281,10 +324,15 @@ class WhisperFlamingoTask(WhisperASRTask):
             return None
         modality = self.modality_for_step(self.global_step)
         self.modality_counts[modality] += 1
-        loss, _ = self._loss(batch, modality)
         n = batch["mel"].shape[0]
-        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n)
         self.log("train/modality", float(MODALITY_CODES[modality]), on_step=True, batch_size=n)
+        if self.video_ctc_head is not None and batch.get("video") is not None:
+            loss, ctc = self._loss_with_video_ctc(batch, modality)
+            self.log("train/video_ctc", ctc, on_step=True, batch_size=n)
+            self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n)
+            return loss + self.cfg.video_ctc_weight * ctc
+        loss, _ = self._loss(batch, modality)
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n)
         return loss
 
     # ------------------------------------------------------------------ validation
@@ -391,6 +439,9 @@ class WhisperFlamingoTask(WhisperASRTask):
         """Stage 1's groups over the trainable parameters; the legacy ``video_projection_separate_lr``
         (models without gated layers) puts the projection in groups of its own."""
         groups = super().optimizer_groups()
+        if self.video_ctc_head is not None:
+            groups += [{"params": [self.video_ctc_head.weight], "weight_decay": self.cfg.weight_decay},
+                       {"params": [self.video_ctc_head.bias], "weight_decay": 0.0}]
         lr = self.cfg.video_projection_separate_lr
         if self.model.gated or lr in ("", None):
             return groups
@@ -407,4 +458,4 @@ class WhisperFlamingoTask(WhisperASRTask):
 
 __all__ = ["WhisperFlamingoTask", "build_stage2_model", "load_stage2_checkpoint", "configure_trainable",
            "trainable_parameter_names", "new_video_encoder", "video_model_config", "light_front_end", "feature_dim",
-           "TINY_FRONT_END", "MODALITY_CODES"]
+           "TINY_FRONT_END", "MODALITY_CODES", "video_ctc_loss", "CTC_CLASSES"]
