@@ -110,12 +110,18 @@ def train_stage(config: str | Path, out: Path, corpus: Path, model_pt: Path, run
     return out / "checkpoints" / run_id / "last.ckpt"
 
 
+def output_dir(out: str | Path, fresh: bool) -> Path:
+    """The demo's output folder, emptied first with ``--fresh``."""
+    path = Path(out).resolve()
+    if fresh and path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    out = Path(args.out).resolve()
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out, args.fresh)
     corpus, models, decode = out / "corpus", out / "models", out / "decode"
     timings: dict[str, float] = {}
 

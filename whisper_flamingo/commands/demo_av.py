@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from whisper_flamingo.commands.demo import (
     _wer,
     convert_model,
     new_figure,
+    output_dir,
     prepare_corpus,
     save_figure,
     train_stage,
@@ -62,10 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    out = Path(args.out).resolve()
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out, args.fresh)
     corpus, decode = out / "corpus", out / "decode"
     timings: dict[str, float] = {}
 
