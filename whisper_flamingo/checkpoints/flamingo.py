@@ -92,9 +92,11 @@ def is_whisper_flamingo_state(state: Mapping[str, Any]) -> bool:
     return any(".gated_x_attn" in k or "encoder.video_" in k for k in state)
 
 
-def read_whisper_flamingo_state(path: str | Path) -> dict[str, Tensor]:
-    """The state dict of a released (or our Lightning) Whisper-Flamingo file, ``model.`` stripped."""
-    ckpt = read_checkpoint_file(path)
+def read_whisper_flamingo_state(path: str | Path, ckpt: Any = None) -> dict[str, Tensor]:
+    """The state dict of a released (or our Lightning) Whisper-Flamingo file, ``model.`` stripped
+    (``ckpt``: the file's object when the caller has read it already)."""
+    if ckpt is None:
+        ckpt = read_checkpoint_file(path)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         keys = sorted(map(str, ckpt))[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise CheckpointError(f"{path}: no 'state_dict' entry (found {keys}); expected a Whisper-Flamingo "
@@ -176,13 +178,13 @@ def load_state_strict(model: WhisperFlamingo, state: Mapping[str, Tensor], sourc
 
 
 def load_whisper_flamingo(path: str | Path, device: str | torch.device = "cpu",
-                          dtype: torch.dtype | None = torch.float32) -> WhisperFlamingo:
+                          dtype: torch.dtype | None = torch.float32, ckpt: Any = None) -> WhisperFlamingo:
     """A released Whisper-Flamingo ``.pt`` as an eval-mode :class:`WhisperFlamingo` (strict load).
 
-    ``dtype=None`` keeps the file's dtypes.
+    ``dtype=None`` keeps the file's dtypes; ``ckpt``: the file's object when already read.
     """
     source = str(path)
-    state = read_whisper_flamingo_state(path)
+    state = read_whisper_flamingo_state(path, ckpt)
     model, layout = load_whisper_flamingo_state(state, source)
     if dtype is not None:
         model = model.to(dtype)

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from whisper_flamingo.decoding.scoring import bleu_chrf, utterance_counts, wer_cer
 from whisper_flamingo.decoding.search import SearchOptions, autocast_for, decode_batch
 from whisper_flamingo.errors import ConfigError, DataError
+from whisper_flamingo.models.flamingo import WhisperFlamingo
 
 log = logging.getLogger(__name__)
 
@@ -178,41 +179,29 @@ def load_model(settings: DecodeSettings, device: torch.device):
     from whisper_flamingo.checkpoints.flamingo import is_whisper_flamingo_state, read_checkpoint_file
     from whisper_flamingo.checkpoints.whisper import load_whisper
 
-    if settings.audio_visual and (settings.padded or not settings.checkpoint_path):
-        raise ConfigError("--modalities avsr/vsr (or --av_fusion separate) decode a Whisper-Flamingo model: pass "
-                          "its checkpoint with --checkpoint-path (and not --use-original-whisper)")
-    if not settings.padded:
-        path = Path(settings.checkpoint_path)
-        if not path.exists():
-            raise ConfigError(f"--checkpoint-path {path}: file not found")
-        if path.is_file():
-            ckpt = read_checkpoint_file(path)
-            state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
-            flamingo = isinstance(state, dict) and is_whisper_flamingo_state(state)
-            del ckpt, state
-        else:
-            flamingo = False
-        if settings.audio_visual and not flamingo:
-            raise ConfigError(f"--checkpoint-path {path}: an audio-only Whisper checkpoint (no gated cross-attention "
-                              "layers) cannot decode --modalities avsr/vsr; use asr, or a stage-2 checkpoint")
-        if flamingo:
-            from whisper_flamingo.tasks.flamingo import load_stage2_checkpoint
-
-            model = load_stage2_checkpoint(path, device)
-            info = {"model": settings.model_type, "checkpoint": str(path), "checkpoint_sha256": file_sha256(path),
-                    "architecture": "whisper-flamingo"}
-            return model.eval(), info
     if settings.padded:
+        if settings.audio_visual:
+            raise ConfigError("--modalities avsr/vsr (or --av_fusion separate) decode a Whisper-Flamingo model: "
+                              "pass its checkpoint with --checkpoint-path (and not --use-original-whisper)")
         model = load_whisper(settings.model_type, settings.whisper_path or None)
         info = {"model": settings.model_type, "checkpoint": None, "checkpoint_sha256": None}
-    else:
-        path = Path(settings.checkpoint_path)
-        if not path.exists():
-            raise ConfigError(f"--checkpoint-path {path}: file not found")
-        model = load_whisper(path)
-        info = {"model": settings.model_type, "checkpoint": str(path),
-                "checkpoint_sha256": file_sha256(path) if path.is_file() else None}
-    return model.to(device).eval(), info
+        return model.to(device).eval(), info
+    path = Path(settings.checkpoint_path)
+    if not path.exists():
+        raise ConfigError(f"--checkpoint-path {path}: file not found")
+    info = {"model": settings.model_type, "checkpoint": str(path),
+            "checkpoint_sha256": file_sha256(path) if path.is_file() else None}
+    ckpt = read_checkpoint_file(path) if path.is_file() else None  # a directory: CTranslate2 / Hugging Face
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
+    if isinstance(state, dict) and is_whisper_flamingo_state(state):
+        from whisper_flamingo.tasks.flamingo import load_stage2_checkpoint
+
+        return load_stage2_checkpoint(path, device, ckpt=ckpt).eval(), {**info, "architecture": "whisper-flamingo"}
+    if settings.audio_visual:
+        raise ConfigError(f"--checkpoint-path {path}: an audio-only Whisper checkpoint (no gated cross-attention "
+                          "layers) cannot decode --modalities avsr/vsr; use asr, or a stage-2 checkpoint")
+    del ckpt, state
+    return load_whisper(path).to(device).eval(), info
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -381,7 +370,7 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
                             snr=None if cond.clean else cond.snr, noise_prob=0.0 if cond.clean else 1.0,
                             seed=settings.seed, on_bad_sample=settings.on_bad_sample,
                             pad_to_30s=settings.padded, load_video=cond.modality != "asr", video_train=False)
-    av_model = hasattr(model, "encode") and hasattr(model, "gated")
+    av_model = isinstance(model, WhisperFlamingo)
     by_id = {r.id: i for i, r in enumerate(records)}
     if len(by_id) != len(records):
         dup = next(uid for uid, n in Counter(r.id for r in records).items() if n > 1)

@@ -74,8 +74,9 @@ class ResEncoder(nn.Module):
 
     out_dim = 512
 
-    def __init__(self, relu_type: str = "prelu") -> None:
+    def __init__(self, relu_type: str = "prelu", input_pool: int = 1) -> None:
         super().__init__()
+        self.input_pool = int(input_pool)  # > 1: frames average-pooled first (light CPU front ends)
         stem = 64
         self.frontend3D = nn.Sequential(
             nn.Conv3d(1, stem, kernel_size=(5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False),
@@ -103,9 +104,8 @@ class ResEncoder(nn.Module):
         if video.dim() != 5 or video.shape[1] != 1:
             raise ValueError(f"video must be (B, 1, T, H, W) grayscale frames, got shape {tuple(video.shape)}")
         b = video.shape[0]
-        pool = getattr(self, "input_pool", 1)
-        if pool > 1:  # light CPU front ends look at a downsampled frame
-            video = F.avg_pool3d(video, (1, pool, pool))
+        if self.input_pool > 1:
+            video = F.avg_pool3d(video, (1, self.input_pool, self.input_pool))
         x = self.frontend3D(video)  # (B, 64, T, H', W')
         t = x.shape[2]
         x = x.transpose(1, 2).reshape(b * t, x.shape[1], x.shape[3], x.shape[4])

@@ -90,7 +90,7 @@ def light_front_end(relu_type: str = "prelu", stem: int = 16, widths: tuple[int,
     """
     from whisper_flamingo.models.resnet import _activation
 
-    enc = ResEncoder(relu_type)
+    enc = ResEncoder(relu_type, input_pool)
     enc.frontend3D = nn.Sequential(
         nn.Conv3d(1, stem, kernel_size=(5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False),
         nn.BatchNorm3d(stem),
@@ -101,7 +101,6 @@ def light_front_end(relu_type: str = "prelu", stem: int = 16, widths: tuple[int,
         raise ValueError(f"the stem width ({stem}) must equal the first stage width ({widths[0]})")
     enc.trunk = ResNetTrunk(relu_type, tuple(widths), tuple(blocks))
     enc.out_dim = int(widths[-1])
-    enc.input_pool = int(input_pool)
     enc.reset_parameters()
     return enc
 
@@ -171,13 +170,14 @@ def build_stage2_model(cfg: Config, whisper: nn.Module) -> WhisperFlamingo:
 
 
 def load_stage2_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                           dtype: torch.dtype | None = torch.float32) -> WhisperFlamingo:
+                           dtype: torch.dtype | None = torch.float32, ckpt: Any = None) -> WhisperFlamingo:
     """An eval-mode :class:`WhisperFlamingo` from a stage-2 Lightning checkpoint written by this task.
 
     Models with a from-scratch video encoder (``video_model_config``, e.g. the demo's light front end) are
     rebuilt from the config saved in the checkpoint's hyper-parameters (on the meta device, tensors
     assigned); any other checkpoint goes through
     :func:`~whisper_flamingo.checkpoints.flamingo.load_whisper_flamingo` (layout inferred from shapes).
+    ``ckpt``: the file's object when the caller has read it already.
     """
     from whisper_flamingo.checkpoints.flamingo import (
         load_state_strict,
@@ -190,11 +190,12 @@ def load_stage2_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     from whisper_flamingo.models.whisper import ModelDimensions, Whisper
 
     path = Path(path)
-    ckpt = read_checkpoint_file(path)
+    if ckpt is None:
+        ckpt = read_checkpoint_file(path)
     hp = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
     values = hp.get("config") or {}
     if not values.get("video_model_config") or not hp.get("dims"):
-        return load_whisper_flamingo(path, device, dtype)
+        return load_whisper_flamingo(path, device, dtype, ckpt)
     cfg = Config(**{k: v for k, v in values.items() if k in KEYS})
     cfg.video_model_ckpt, cfg.video_feature_dir = "", ""
     with torch.device("meta"):
@@ -297,18 +298,21 @@ class WhisperFlamingoTask(WhisperASRTask):
                 video_features: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(mel, tokens, video, padding_mask, modality, video_features)
 
-    def _loss(self, batch: dict[str, Any], modality: str = "av") -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(batch["mel"], batch["dec_input"], modality=modality, **self.video_inputs(batch))
+    def _loss(self, batch: dict[str, Any], modality: str = "av", video_features: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced CE and logits; ``video_features`` (already encoded) replace the batch's video."""
+        video = self.video_inputs(batch)
+        if video_features is not None:
+            video = {"video": None, "padding_mask": None, "video_features": video_features}
+        logits = self.model(batch["mel"], batch["dec_input"], modality=modality, **video)
         loss = F.cross_entropy(logits.float().transpose(1, 2), batch["labels"], ignore_index=IGNORE_INDEX)
         return loss, logits
 
     def _loss_with_video_ctc(self, batch: dict[str, Any], modality: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(CE, CTC): the video encoder runs once; its features feed both the decoder and the CTC head."""
-        video = self.video_inputs(batch)
-        feats = self.model.video_features(video["video"], video["padding_mask"])
-        logits = self.model(batch["mel"], batch["dec_input"], modality=modality, video_features=feats)
-        ce = F.cross_entropy(logits.float().transpose(1, 2), batch["labels"], ignore_index=IGNORE_INDEX)
-        return ce, video_ctc_loss(self.video_ctc_head(feats), video["padding_mask"], batch["texts"])
+        feats = self.model.video_features(batch["video"], batch.get("video_padding_mask"))
+        ce, _ = self._loss(batch, modality, feats)
+        return ce, video_ctc_loss(self.video_ctc_head(feats), batch.get("video_padding_mask"), batch["texts"])
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_start(batch, batch_idx)
