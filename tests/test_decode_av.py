@@ -16,13 +16,13 @@ import pytest
 import torch
 from whisper.model import ModelDimensions
 
+from whisper_flamingo.checkpoints.flamingo import build_stage2_model, load_stage2_checkpoint
 from whisper_flamingo.checkpoints.whisper import save_openai_checkpoint
 from whisper_flamingo.config import load_config
 from whisper_flamingo.decoding.runner import DecodeSettings, condition_dir, conditions, run_decode
 from whisper_flamingo.decoding.search import SearchOptions, decode_batch
 from whisper_flamingo.errors import DataError
 from whisper_flamingo.models.whisper import Whisper
-from whisper_flamingo.tasks.flamingo import build_stage2_model, load_stage2_checkpoint
 
 DIMS = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
                        n_vocab=51864, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=2)

@@ -108,7 +108,7 @@ def test_only_new_layers_learn_and_validation_logs_every_modality(setup):
     assert len(codes) == 4 and set(codes) <= {0.0, 1.0, 2.0}
 
     # the checkpoint (light from-scratch front end) loads back for decoding
-    from whisper_flamingo.tasks.flamingo import load_stage2_checkpoint
+    from whisper_flamingo.checkpoints.flamingo import load_stage2_checkpoint
 
     model = load_stage2_checkpoint(setup["root"] / "ckpt" / "learn" / "last.ckpt")
     assert not model.training and model.avhubert is not None
@@ -117,7 +117,8 @@ def test_only_new_layers_learn_and_validation_logs_every_modality(setup):
 
 
 def test_frozen_whisper_and_trainable_sets(setup):
-    from whisper_flamingo.tasks.flamingo import build_stage2_model, configure_trainable
+    from whisper_flamingo.checkpoints.flamingo import build_stage2_model
+    from whisper_flamingo.tasks.flamingo import configure_trainable
     from whisper_flamingo.tasks.run import load_model_for
 
     cfg = load_config(None, overrides(setup, "flags"))
@@ -288,7 +289,8 @@ def test_features_path_trains_and_modality_draws_survive_a_resume(setup, feature
 
 
 def test_video_ctc_loss_rewards_the_right_frames_and_needs_a_trained_encoder(setup):
-    from whisper_flamingo.tasks.flamingo import CTC_CLASSES, WhisperFlamingoTask, build_stage2_model, video_ctc_loss
+    from whisper_flamingo.checkpoints.flamingo import build_stage2_model
+    from whisper_flamingo.tasks.flamingo import CTC_CLASSES, WhisperFlamingoTask, video_ctc_loss
     from whisper_flamingo.tasks.run import load_model_for
 
     text = "ab a"
@@ -319,8 +321,9 @@ def test_video_ctc_loss_rewards_the_right_frames_and_needs_a_trained_encoder(set
 def test_stage2_optimisation_lowers_the_loss_with_whisper_frozen(setup):
     """The task's own optimizer groups and loss, repeated on one batch of the corpus: the loss falls for
     every modality mix while no Whisper tensor moves."""
+    from whisper_flamingo.checkpoints.flamingo import build_stage2_model
     from whisper_flamingo.data.datamodule import MuavicDataModule
-    from whisper_flamingo.tasks.flamingo import WhisperFlamingoTask, build_stage2_model
+    from whisper_flamingo.tasks.flamingo import WhisperFlamingoTask
     from whisper_flamingo.tasks.run import load_model_for, tokenizer_for
 
     cfg = load_config(None, overrides(setup, "overfit", video_ctc_weight=0.5, batch_size=3.0))

@@ -32,10 +32,12 @@ from whisper_flamingo.checkpoints.avhubert import (
     load_resencoder,
 )
 from whisper_flamingo.checkpoints.whisper import infer_dims, load_stage1_checkpoint, load_whisper
+from whisper_flamingo.data.video import feature_dim
 from whisper_flamingo.errors import CheckpointError, ConfigError
 from whisper_flamingo.models.avhubert import AVHubertConfig
 from whisper_flamingo.models.flamingo import WhisperFlamingo, fusion_from_config
 from whisper_flamingo.models.resnet import ResEncoder
+from whisper_flamingo.models.video_encoders import new_video_encoder
 from whisper_flamingo.models.whisper import ModelDimensions, Whisper
 
 log = logging.getLogger(__name__)
@@ -239,6 +241,63 @@ def build_whisper_flamingo(cfg: Any, whisper: Whisper | None = None) -> WhisperF
     return model.to(whisper.encoder.conv1.weight.device)
 
 
+def build_stage2_model(cfg: Any, whisper: torch.nn.Module) -> WhisperFlamingo:
+    """Wrap the (stage-1 initialised) ``whisper`` into the config's :class:`WhisperFlamingo` (module doc)."""
+    fusion = fusion_from_config(cfg.av_fusion)
+    gated = bool(cfg.add_gated_x_attn)
+    if cfg.video_model_ckpt:
+        return build_whisper_flamingo(cfg, whisper)
+    dtype = whisper.encoder.conv1.weight.dtype
+    if cfg.video_model_config:
+        if cfg.freeze_video_model and not cfg.video_feature_dir:
+            log.warning("video_model_config=%s builds a randomly initialised video encoder but "
+                        "freeze_video_model is true: it will not learn (set freeze_video_model=false)",
+                        cfg.video_model_config)
+        encoder = new_video_encoder(cfg.video_model_config, cfg.use_av_hubert_encoder, cfg.video_model_mode)
+        model = WhisperFlamingo.from_whisper(whisper, encoder.to(dtype), None, fusion, gated)
+    elif cfg.video_feature_dir:
+        dim = feature_dim(cfg.video_feature_dir) or (1024 if cfg.use_av_hubert_encoder else ResEncoder.out_dim)
+        model = WhisperFlamingo.from_whisper(whisper, None, dim, fusion, gated)
+    else:
+        raise ConfigError("video_model_ckpt: empty; set an AV-HuBERT checkpoint, video_model_config "
+                          "(tiny|base|large) to train a video encoder from scratch, or video_feature_dir")
+    return model.to(whisper.encoder.conv1.weight.device)
+
+
+def load_stage2_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                           dtype: torch.dtype | None = torch.float32, ckpt: Any = None) -> WhisperFlamingo:
+    """An eval-mode :class:`WhisperFlamingo` from a stage-2 Lightning checkpoint written by this task.
+
+    Models with a from-scratch video encoder (``video_model_config``, e.g. the demo's light front end) are
+    rebuilt from the config saved in the checkpoint's hyper-parameters (on the meta device, tensors
+    assigned); any other checkpoint goes through
+    :func:`~whisper_flamingo.checkpoints.flamingo.load_whisper_flamingo` (layout inferred from shapes).
+    ``ckpt``: the file's object when the caller has read it already.
+    """
+    from whisper_flamingo.config import KEYS, Config
+
+    path = Path(path)
+    if ckpt is None:
+        ckpt = read_checkpoint_file(path)
+    hp = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+    values = hp.get("config") or {}
+    if not values.get("video_model_config") or not hp.get("dims"):
+        return load_whisper_flamingo(path, device, dtype, ckpt)
+    cfg = Config(**{k: v for k, v in values.items() if k in KEYS})
+    cfg.video_model_ckpt, cfg.video_feature_dir = "", ""
+    with torch.device("meta"):
+        model = build_stage2_model(cfg, Whisper(ModelDimensions(**hp["dims"])))
+    state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}  # not the task's CTC head
+    load_state_strict(model, strip_model_prefix(state), str(path), assign=True)
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise CheckpointError(f"{path}: {len(left)} tensors were not set by the checkpoint (e.g. {left[0]})")
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.to(device).eval()
+
+
 __all__ = ["FlamingoLayout", "VIDEO_PREFIX", "strip_model_prefix", "read_whisper_flamingo_state", "infer_layout",
            "build_for_layout", "model_state", "load_state_strict", "load_whisper_flamingo",
-           "load_whisper_flamingo_state", "build_whisper_flamingo"]
+           "load_whisper_flamingo_state", "build_whisper_flamingo",
+           "build_stage2_model", "load_stage2_checkpoint"]

@@ -28,6 +28,7 @@ encoder output before Whisper-Flamingo's projection).  Ids may contain ``/`` (Mu
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -297,3 +298,24 @@ __all__ = ["VIDEO_FPS", "CROP_SIZE", "MEAN", "STD", "MAX_SHORTFALL_S", "video_pa
            "read_video", "check_video_length", "crop_offsets", "transform_video", "load_video",
            "collate_video", "collate_video_features", "video_feature_path", "save_video_features",
            "load_video_features"]
+
+
+def feature_dim(feature_dir: str | Path) -> int | None:
+    """Width D of the features in ``feature_dir`` (``video_features.json``, else the first ``.npy``)."""
+    root = Path(feature_dir)
+    meta = root / "video_features.json"
+    if meta.is_file():
+        try:
+            dim = json.loads(meta.read_text(encoding="utf-8")).get("dim")
+        except (OSError, ValueError):
+            dim = None
+        if dim:
+            return int(dim)
+    for path in root.rglob("*.npy"):
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            continue
+        if arr.ndim == 2:
+            return int(arr.shape[1])
+    return None

@@ -194,7 +194,7 @@ def load_model(settings: DecodeSettings, device: torch.device):
     ckpt = read_checkpoint_file(path) if path.is_file() else None  # a directory: CTranslate2 / Hugging Face
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
     if isinstance(state, dict) and is_whisper_flamingo_state(state):
-        from whisper_flamingo.tasks.flamingo import load_stage2_checkpoint
+        from whisper_flamingo.checkpoints.flamingo import load_stage2_checkpoint
 
         return load_stage2_checkpoint(path, device, ckpt=ckpt).eval(), {**info, "architecture": "whisper-flamingo"}
     if settings.audio_visual:

@@ -1,6 +1,6 @@
 """Stage 2: Whisper-Flamingo training (gated cross-attention over lip video) as a LightningModule.
 
-Model (:func:`build_stage2_model`): the stage-1 Whisper (``model_name`` + ``pt_ckpt``) wrapped in a
+Model (``checkpoints.flamingo.build_stage2_model``): the stage-1 Whisper (``model_name`` + ``pt_ckpt``) wrapped in a
 :class:`~whisper_flamingo.models.flamingo.WhisperFlamingo` whose video encoder comes from
 ``video_model_ckpt`` (AV-HuBERT or the ResNet front end), or is randomly initialised from a named
 size (``video_model_config``: tiny / base / large, trained from scratch), or is absent when
@@ -26,29 +26,22 @@ of the video features before / after the projection).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from whisper_flamingo.config import Config
 from whisper_flamingo.errors import ConfigError
-from whisper_flamingo.models.avhubert import AVHubert, AVHubertConfig
 from whisper_flamingo.models.flamingo import (
     MODALITIES,
     WhisperFlamingo,
     draw_modality,
-    fusion_from_config,
     modality_rng,
 )
-from whisper_flamingo.models.resnet import ResEncoder, ResNetTrunk
 from whisper_flamingo.tasks.asr import IGNORE_INDEX, WhisperASRTask, count_parameters, human, token_accuracy
 
 log = logging.getLogger(__name__)
@@ -56,158 +49,8 @@ log = logging.getLogger(__name__)
 #: ``modality`` -> the number logged as ``train/modality``
 MODALITY_CODES = {"av": 0, "a": 1, "v": 2}
 
-#: light ResNet front end of the ``tiny`` video encoder: stem channels, stage widths, blocks per stage
-TINY_FRONT_END = {"stem": 16, "widths": (16, 32, 64, 128), "blocks": (1, 1, 1, 1), "input_pool": 2}
-
 
 # ---------------------------------------------------------------------------------------------- model
-
-
-def video_model_config(name: str) -> AVHubertConfig:
-    """AV-HuBERT hyper-parameters of a named size for from-scratch training.
-
-    ``large`` / ``base`` are the released sizes (fine-tuning dropouts); ``tiny`` (2 layers, 256-d, 4
-    heads of 64, FFN 1024) is for CPU demos.
-    """
-    if name == "large":
-        return AVHubertConfig.large(finetuned=True)
-    if name == "base":
-        return AVHubertConfig.base(finetuned=True)
-    if name == "tiny":
-        return replace(AVHubertConfig.base(finetuned=True), encoder_layers=2, encoder_embed_dim=256,
-                       encoder_ffn_embed_dim=1024, encoder_attention_heads=4, encoder_layerdrop=0.0,
-                       dropout=0.1, attention_dropout=0.1, activation_dropout=0.0)
-    raise ConfigError(f"video_model_config: unknown size {name!r}; use tiny, base or large")
-
-
-def light_front_end(relu_type: str = "prelu", stem: int = 16, widths: tuple[int, ...] = (16, 32, 64, 128),
-                    blocks: tuple[int, ...] = (1, 1, 1, 1), input_pool: int = 1) -> ResEncoder:
-    """A :class:`ResEncoder` with a narrow stem and trunk (same module names, smaller tensors).
-
-    At 88x88 crops the full ResNet-18 costs ~0.33 GMAC per frame, far too much to train on a CPU;
-    this one ~16 MMAC, or ~4 MMAC when the frames are first average-pooled by ``input_pool`` = 2
-    (44x44; the tiny demo encoder).  ``out_dim`` = ``widths[-1]``.
-    """
-    from whisper_flamingo.models.resnet import _activation
-
-    enc = ResEncoder(relu_type, input_pool)
-    enc.frontend3D = nn.Sequential(
-        nn.Conv3d(1, stem, kernel_size=(5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False),
-        nn.BatchNorm3d(stem),
-        _activation(relu_type, stem),
-        nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
-    )
-    if stem != widths[0]:
-        raise ValueError(f"the stem width ({stem}) must equal the first stage width ({widths[0]})")
-    enc.trunk = ResNetTrunk(relu_type, tuple(widths), tuple(blocks))
-    enc.out_dim = int(widths[-1])
-    enc.reset_parameters()
-    return enc
-
-
-def new_video_encoder(name: str, use_av_hubert_encoder: bool = True, mode: str = "finetuned") -> nn.Module:
-    """A randomly initialised video encoder of a named size (see :func:`video_model_config`).
-
-    ``tiny`` also narrows the ResNet front end (:data:`TINY_FRONT_END`); without
-    ``use_av_hubert_encoder`` it is the front end alone (ResNet-18, or the light one for ``tiny``).
-    """
-    cfg = video_model_config(name)
-    if not use_av_hubert_encoder:
-        return light_front_end(cfg.resnet_relu_type, **TINY_FRONT_END) if name == "tiny" \
-            else ResEncoder(cfg.resnet_relu_type)
-    model = AVHubert(cfg, mode="pretrained" if mode == "pretrained" else "finetuned")
-    if name == "tiny":
-        front = light_front_end(cfg.resnet_relu_type, **TINY_FRONT_END)
-        model.feature_extractor_video.resnet = front
-        model.feature_extractor_video.proj = nn.Linear(front.out_dim, cfg.encoder_embed_dim)
-    return model
-
-
-def feature_dim(feature_dir: str | Path) -> int | None:
-    """Width D of the features in ``feature_dir`` (``video_features.json``, else the first ``.npy``)."""
-    root = Path(feature_dir)
-    meta = root / "video_features.json"
-    if meta.is_file():
-        try:
-            dim = json.loads(meta.read_text(encoding="utf-8")).get("dim")
-        except (OSError, ValueError):
-            dim = None
-        if dim:
-            return int(dim)
-    for path in root.rglob("*.npy"):
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError):
-            continue
-        if arr.ndim == 2:
-            return int(arr.shape[1])
-    return None
-
-
-def build_stage2_model(cfg: Config, whisper: nn.Module) -> WhisperFlamingo:
-    """Wrap the (stage-1 initialised) ``whisper`` into the config's :class:`WhisperFlamingo` (module doc)."""
-    fusion = fusion_from_config(cfg.av_fusion)
-    gated = bool(cfg.add_gated_x_attn)
-    if cfg.video_model_ckpt:
-        from whisper_flamingo.checkpoints.flamingo import build_whisper_flamingo
-
-        return build_whisper_flamingo(cfg, whisper)
-    dtype = whisper.encoder.conv1.weight.dtype
-    if cfg.video_model_config:
-        if cfg.freeze_video_model and not cfg.video_feature_dir:
-            log.warning("video_model_config=%s builds a randomly initialised video encoder but "
-                        "freeze_video_model is true: it will not learn (set freeze_video_model=false)",
-                        cfg.video_model_config)
-        encoder = new_video_encoder(cfg.video_model_config, cfg.use_av_hubert_encoder, cfg.video_model_mode)
-        model = WhisperFlamingo.from_whisper(whisper, encoder.to(dtype), None, fusion, gated)
-    elif cfg.video_feature_dir:
-        dim = feature_dim(cfg.video_feature_dir) or (1024 if cfg.use_av_hubert_encoder else ResEncoder.out_dim)
-        model = WhisperFlamingo.from_whisper(whisper, None, dim, fusion, gated)
-    else:
-        raise ConfigError("video_model_ckpt: empty; set an AV-HuBERT checkpoint, video_model_config "
-                          "(tiny|base|large) to train a video encoder from scratch, or video_feature_dir")
-    return model.to(whisper.encoder.conv1.weight.device)
-
-
-def load_stage2_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                           dtype: torch.dtype | None = torch.float32, ckpt: Any = None) -> WhisperFlamingo:
-    """An eval-mode :class:`WhisperFlamingo` from a stage-2 Lightning checkpoint written by this task.
-
-    Models with a from-scratch video encoder (``video_model_config``, e.g. the demo's light front end) are
-    rebuilt from the config saved in the checkpoint's hyper-parameters (on the meta device, tensors
-    assigned); any other checkpoint goes through
-    :func:`~whisper_flamingo.checkpoints.flamingo.load_whisper_flamingo` (layout inferred from shapes).
-    ``ckpt``: the file's object when the caller has read it already.
-    """
-    from whisper_flamingo.checkpoints.flamingo import (
-        load_state_strict,
-        load_whisper_flamingo,
-        read_checkpoint_file,
-        strip_model_prefix,
-    )
-    from whisper_flamingo.config import KEYS
-    from whisper_flamingo.errors import CheckpointError
-    from whisper_flamingo.models.whisper import ModelDimensions, Whisper
-
-    path = Path(path)
-    if ckpt is None:
-        ckpt = read_checkpoint_file(path)
-    hp = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
-    values = hp.get("config") or {}
-    if not values.get("video_model_config") or not hp.get("dims"):
-        return load_whisper_flamingo(path, device, dtype, ckpt)
-    cfg = Config(**{k: v for k, v in values.items() if k in KEYS})
-    cfg.video_model_ckpt, cfg.video_feature_dir = "", ""
-    with torch.device("meta"):
-        model = build_stage2_model(cfg, Whisper(ModelDimensions(**hp["dims"])))
-    state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}  # not the task's CTC head
-    load_state_strict(model, strip_model_prefix(state), str(path), assign=True)
-    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if left:
-        raise CheckpointError(f"{path}: {len(left)} tensors were not set by the checkpoint (e.g. {left[0]})")
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.to(device).eval()
 
 
 def trainable_parameter_names(model: WhisperFlamingo, cfg: Config) -> list[str]:
@@ -460,6 +303,5 @@ class WhisperFlamingoTask(WhisperASRTask):
         return out
 
 
-__all__ = ["WhisperFlamingoTask", "build_stage2_model", "load_stage2_checkpoint", "configure_trainable",
-           "trainable_parameter_names", "new_video_encoder", "video_model_config", "light_front_end", "feature_dim",
-           "TINY_FRONT_END", "MODALITY_CODES", "video_ctc_loss", "CTC_CLASSES"]
+__all__ = ["WhisperFlamingoTask", "configure_trainable", "trainable_parameter_names", "MODALITY_CODES",
+           "video_ctc_loss", "CTC_CLASSES"]

@@ -56,7 +56,7 @@ def train(cfg: Config) -> Path:
     stage = 2 if cfg.is_audio_visual else 1
     model = load_model_for(cfg)
     if stage == 2:
-        from whisper_flamingo.tasks.flamingo import build_stage2_model
+        from whisper_flamingo.checkpoints.flamingo import build_stage2_model
 
         model = build_stage2_model(cfg, model)
     total, trainable = count_parameters(model)
