@@ -29,7 +29,8 @@ from whisper_flamingo.checkpoints.safe_pickle import RefusedGlobal, safe_load, t
 from whisper_flamingo.checkpoints.safe_pickle import load as restricted_load
 from whisper_flamingo.errors import CheckpointError, ConfigError
 from whisper_flamingo.models.avhubert import AVHubert, AVHubertConfig
-from whisper_flamingo.models.resnet import ResEncoder, num_params
+from whisper_flamingo.models.params import count_parameters
+from whisper_flamingo.models.resnet import ResEncoder
 
 REF_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "avhubert_reference"
 WEIGHTS = REF_DIR / "small_weights.pt"
@@ -127,12 +128,12 @@ def test_parameter_counts_match_reference_on_meta_device():
     with torch.device("meta"):
         large = AVHubert(AVHubertConfig.large(finetuned=True), mode="finetuned")
         base = AVHubert(AVHubertConfig.base())
-    core = num_params(large) + 104  # the reference's "core" includes mask_emb [104], not modelled here
+    core = count_parameters(large) + 104  # the reference's "core" includes mask_emb [104], not modelled here
     assert core == 324_623_080
     assert core + 2004 * 256 == 325_136_104  # fine-tuned English encoder (+ label_embs_concat)
     assert core + 1004 * 256 + (256 * 1024 + 256) == 325_142_504  # mAV-HuBERT (+ labels + final_proj)
-    assert num_params(base) + 104 == 102_620_392
-    assert num_params(large.feature_extractor_video.resnet) == 11_186_688
+    assert count_parameters(base) + 104 == 102_620_392
+    assert count_parameters(large.feature_extractor_video.resnet) == 11_186_688
     assert len(large.state_dict()) == 536 - 2  # the 536 released keys minus mask_emb / label_embs_concat
     # shape inference recovers the Large config from a (meta) state dict
     inferred = config_from_state_dict(large.state_dict(), finetuned=True)

@@ -21,11 +21,11 @@ from whisper_flamingo.errors import CheckpointError, ConfigError, DataError
 from whisper_flamingo.models.avhubert import AVHubert, AVHubertConfig
 from whisper_flamingo.models.flamingo import (
     WhisperFlamingo,
-    count_parameters,
     draw_modality,
     fusion_from_config,
     modality_rng,
 )
+from whisper_flamingo.models.params import count_parameters
 from whisper_flamingo.models.resnet import ResEncoder
 from whisper_flamingo.models.whisper import ModelDimensions, Whisper
 

@@ -21,6 +21,8 @@ from whisper_flamingo.checkpoints.whisper import (
     save_openai_checkpoint,
 )
 from whisper_flamingo.errors import CheckpointError
+from whisper_flamingo.models.params import count_parameters
+from whisper_flamingo.models.whisper import Whisper
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         export_ctranslate2(dims, sd, dst, quantization=args.quantization)
         what = f"CTranslate2 Whisper directory ({args.quantization})"
-    n_params = sum(v.numel() for k, v in sd.items() if k != "encoder.positional_embedding")
+    with torch.device("meta"):
+        n_params = count_parameters(Whisper(dims))
     log.info("wrote %s to %s: %d tensors, %d parameters, dims %s", what, dst, len(sd), n_params, dims)
     if info.get("note"):
         log.info("note: %s", info["note"])

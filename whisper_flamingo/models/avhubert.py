@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from whisper_flamingo.errors import ConfigError
-from whisper_flamingo.models.resnet import ResEncoder
+from whisper_flamingo.models.registry import register_model
+from whisper_flamingo.models.resnet import LIGHT_FRONT_END, RESNET18, FrontEndConfig, ResEncoder
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,14 @@ class AVHubertConfig:
         """AV-HuBERT Large (24 layers, 1024-d, 16 heads, FFN 4096), as used by Whisper-Flamingo."""
         return replace(cls.base(finetuned), encoder_layers=24, encoder_embed_dim=1024,
                        encoder_ffn_embed_dim=4096, encoder_attention_heads=16)
+
+    @classmethod
+    def tiny(cls) -> AVHubertConfig:
+        """The CPU-demo size: 2 layers, 256-d, 4 heads of 64, FFN 1024 (Base's fine-tune settings, no
+        layer drop, dropout 0.1); pair it with :data:`~whisper_flamingo.models.resnet.LIGHT_FRONT_END`."""
+        return replace(cls.base(finetuned=True), encoder_layers=2, encoder_embed_dim=256, encoder_ffn_embed_dim=1024,
+                       encoder_attention_heads=4, encoder_layerdrop=0.0, dropout=0.1, attention_dropout=0.1,
+                       activation_dropout=0.0)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> AVHubertConfig:
@@ -305,9 +314,11 @@ class AVHubert(nn.Module):
     The output is the last layer after the encoder's final LayerNorm (the feature Whisper-Flamingo
     feeds its gated cross-attention).  ``audio (B, audio_feat_dim, T)`` stacked log filterbanks are
     optional; without them the audio stream is zeros after projection, as in the original.
+    ``front_end``: the shape of the video feature extractor's ResNet (default AV-HuBERT's ResNet-18).
     """
 
-    def __init__(self, config: AVHubertConfig | None = None, mode: str = "finetuned") -> None:
+    def __init__(self, config: AVHubertConfig | None = None, mode: str = "finetuned",
+                 front_end: FrontEndConfig = RESNET18) -> None:
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"AV-HuBERT mode must be one of {MODES}, got {mode!r}")
@@ -315,9 +326,11 @@ class AVHubert(nn.Module):
         cfg.validate()
         self.config = cfg
         self.mode = mode
+        self.front_end = front_end
         d = cfg.encoder_embed_dim
         self.feature_extractor_audio = SubModel(None, cfg.audio_feat_dim, d)
-        self.feature_extractor_video = SubModel(ResEncoder(cfg.resnet_relu_type), ResEncoder.out_dim, d)
+        self.feature_extractor_video = SubModel(ResEncoder.from_config(front_end, cfg.resnet_relu_type),
+                                                front_end.out_dim, d)
         fused = 2 * d if cfg.modality_fuse == "concat" else d
         self.layer_norm = nn.LayerNorm(fused)
         self.post_extract_proj = nn.Linear(fused, d) if fused != d else None
@@ -394,4 +407,27 @@ def _frame_padding_mask(padding_mask: Tensor, frames: int) -> Tensor:
     return padding_mask.view(padding_mask.shape[0], frames, -1).all(-1)
 
 
-__all__ = ["AVHubert", "AVHubertConfig", "MODES", "ResEncoder"]
+def build_avhubert(mode: str = "finetuned", front_end: FrontEndConfig = RESNET18, **config: Any) -> AVHubert:
+    """A randomly initialised :class:`AVHubert` from :class:`AVHubertConfig` fields (registry builder)."""
+    return AVHubert(AVHubertConfig(**config), mode=mode, front_end=front_end)
+
+
+_RELEASE = "local file: AV-HuBERT release (facebookresearch/av_hubert)"
+for _name, _cfg, _mode, _front, _weights, _what in (
+        ("avhubert-tiny", AVHubertConfig.tiny(), "finetuned", LIGHT_FRONT_END, "random init only",
+         "AV-HuBERT of the CPU demo: 2 layers, 256-d, light lip front end"),
+        ("avhubert-base", AVHubertConfig.base(finetuned=True), "finetuned", RESNET18,
+         f"{_RELEASE}, e.g. base_vox_433h.pt", "AV-HuBERT Base (12 layers, 768-d), fine-tuned encoder path"),
+        ("avhubert-base-pretrained", AVHubertConfig.base(), "pretrained", RESNET18,
+         f"{_RELEASE}, e.g. base_vox_iter5.pt", "AV-HuBERT Base, self-supervised (pretraining) path"),
+        ("avhubert-large", AVHubertConfig.large(finetuned=True), "finetuned", RESNET18,
+         f"{_RELEASE}: large_noise_pt_noise_ft_433h_only_weights.pt (Whisper-Flamingo English)",
+         "AV-HuBERT Large (24 layers, 1024-d), fine-tuned encoder path"),
+        ("avhubert-large-pretrained", AVHubertConfig.large(), "pretrained", RESNET18,
+         f"{_RELEASE}: mavhubert_only_weights.pt (mWhisper-Flamingo)",
+         "AV-HuBERT Large, self-supervised path (multilingual mAV-HuBERT)")):
+    register_model(_name, family="avhubert", builder=build_avhubert, weights=_weights, description=_what,
+                   config={"mode": _mode, "front_end": _front, **asdict(_cfg)})
+
+
+__all__ = ["AVHubert", "AVHubertConfig", "MODES", "ResEncoder", "build_avhubert"]

@@ -36,7 +36,7 @@ With this fusion the "audio" stream ``xa`` is video-derived and ``mel`` is not u
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from whisper_flamingo.errors import ConfigError
 from whisper_flamingo.models.avhubert import AVHubert, AVHubertConfig
+from whisper_flamingo.models.registry import create, register_model
 from whisper_flamingo.models.resnet import ResEncoder
 from whisper_flamingo.models.whisper import KVCache, ModelDimensions, ResidualAttentionBlock, Whisper
 
@@ -207,6 +208,20 @@ class WhisperFlamingo(nn.Module):
             dim = ResEncoder.out_dim
         return cls(Whisper(dims), enc, dim, fusion, bool(add_gated_x_attn))
 
+    @classmethod
+    def from_names(cls, whisper: str, video: str, fusion: str = "separate", gated: bool = True) -> WhisperFlamingo:
+        """Random-init model from registered configurations: a Whisper (e.g. ``whisper-small``) and a video
+        encoder (e.g. ``avhubert-large``, ``lip-resnet18``); works under ``torch.device("meta")``."""
+        return cls(create(whisper), create(video), None, fusion, gated)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> WhisperFlamingo:
+        """A released Whisper-Flamingo ``.pt`` or a stage-2 checkpoint of ours, in eval mode; see
+        :func:`whisper_flamingo.checkpoints.flamingo.load_stage2_checkpoint`."""
+        from whisper_flamingo.checkpoints.flamingo import load_stage2_checkpoint
+
+        return load_stage2_checkpoint(path)
+
     # ------------------------------------------------------------------------------------ properties
     @property
     def device(self) -> torch.device:
@@ -350,12 +365,29 @@ class WhisperFlamingo(nn.Module):
         return [n for n, _ in self.named_parameters() if n.startswith("decoder.") and any(k in n for k in keys)]
 
 
-def count_parameters(module: nn.Module, prefixes: Sequence[str] = ()) -> int:
-    """Parameter elements of ``module`` (only names starting with one of ``prefixes`` when given);
-    works on the meta device."""
-    return sum(p.numel() for n, p in module.named_parameters() if not prefixes or n.startswith(tuple(prefixes)))
+_RELEASED = "local file: released {}.pt (Whisper-Flamingo authors' download)"
+for _name, _whisper, _video, _weights, _what in (
+        ("whisper-flamingo-small", "whisper-small", "avhubert-large", _RELEASED.format("whisper-flamingo_en-x_small"),
+         "Whisper-Flamingo En-X small: Whisper small + AV-HuBERT Large (fine-tuned), gated cross-attention"),
+        ("whisper-flamingo-medium", "whisper-medium", "avhubert-large",
+         _RELEASED.format("whisper-flamingo_en-x_medium / _lrs2_medium"),
+         "Whisper-Flamingo medium: Whisper medium + AV-HuBERT Large (fine-tuned), gated cross-attention"),
+        ("whisper-flamingo-large-v2", "whisper-large-v2", "avhubert-large",
+         _RELEASED.format("whisper-flamingo_en-x_large / _en_large"),
+         "Whisper-Flamingo large: Whisper large-v2 + AV-HuBERT Large (fine-tuned), gated cross-attention"),
+        ("mwhisper-flamingo-small", "whisper-small", "avhubert-large-pretrained",
+         _RELEASED.format("whisper-flamingo_multi-all_small"),
+         "mWhisper-Flamingo small: Whisper small + multilingual mAV-HuBERT Large (self-supervised path)"),
+        ("mwhisper-flamingo-medium", "whisper-medium", "avhubert-large-pretrained",
+         _RELEASED.format("whisper-flamingo_multi-all_medium"),
+         "mWhisper-Flamingo medium: Whisper medium + multilingual mAV-HuBERT Large (self-supervised path)"),
+        ("whisper-flamingo-demo", "whisper-tiny.en", "avhubert-tiny",
+         "random init only (trained by `make demo-av`: a stage-2 checkpoint)",
+         "the CPU demo's stage-2 model: Whisper tiny.en + AV-HuBERT tiny (light front end)")):
+    register_model(_name, family="whisper-flamingo", builder=WhisperFlamingo.from_names, weights=_weights,
+                   description=_what,
+                   config={"whisper": _whisper, "video": _video, "fusion": "separate", "gated": True})
 
 
 __all__ = ["WhisperFlamingo", "FinetunedVideoEncoder", "FUSIONS", "MODALITIES", "draw_modality", "modality_rng",
-           "make_video_encoder", "wrap_video_encoder", "avhubert_of", "fusion_from_config", "check_modality",
-           "count_parameters"]
+           "make_video_encoder", "wrap_video_encoder", "avhubert_of", "fusion_from_config", "check_modality"]

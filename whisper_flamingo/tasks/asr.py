@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from whisper_flamingo.config import Config
+from whisper_flamingo.models import params
+from whisper_flamingo.models.params import human
 
 log = logging.getLogger(__name__)
 
@@ -222,13 +224,9 @@ class WhisperASRTask(pl.LightningModule):
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return total, trainable
-
-
-def human(n: int) -> str:
-    return f"{n / 1e6:.1f} M" if n >= 1e5 else str(n)
+    """``(total, trainable)`` for tasks/run.py, which the task-registry part rewrites (it should call
+    :func:`whisper_flamingo.models.params.count_parameters` directly; then delete this)."""
+    return params.count_parameters(model), params.count_parameters(model, trainable=True)
 
 
 __all__ = ["WhisperASRTask", "no_decay_parameter_names", "linear_warmup_decay", "token_accuracy",

@@ -42,7 +42,8 @@ from whisper_flamingo.models.flamingo import (
     draw_modality,
     modality_rng,
 )
-from whisper_flamingo.tasks.asr import IGNORE_INDEX, WhisperASRTask, count_parameters, human, token_accuracy
+from whisper_flamingo.models.params import count_parameters, human
+from whisper_flamingo.tasks.asr import IGNORE_INDEX, WhisperASRTask, token_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class WhisperFlamingoTask(WhisperASRTask):
     def __init__(self, cfg: Config, model: WhisperFlamingo, tokenizer: Any, val_names: list[str]) -> None:
         super().__init__(cfg, model, tokenizer, val_names)
         self.trainable_names = configure_trainable(model, cfg)
-        total, trainable = count_parameters(model)
+        total, trainable = count_parameters(model), count_parameters(model, trainable=True)
         log.info("stage 2: %s parameters, %s trainable (%d tensors: gated layers, video projection%s)",
                  human(total), human(trainable), len(self.trainable_names),
                  "" if cfg.freeze_video_model else ", video encoder")
