@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo-av": ("demo_av", "run the audio-visual (stage 1 + stage 2) demo on generated data"),
     "extract-video-features": ("extract_video_features",
                                "run a frozen video encoder over a manifest and store per-utterance features"),
+    "models": ("models", "list the registered model configurations (family, parameters, where weights come from)"),
 }
 
 log = logging.getLogger(__name__)

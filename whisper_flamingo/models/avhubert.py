@@ -412,19 +412,19 @@ def build_avhubert(mode: str = "finetuned", front_end: FrontEndConfig = RESNET18
     return AVHubert(AVHubertConfig(**config), mode=mode, front_end=front_end)
 
 
-_RELEASE = "local file: AV-HuBERT release (facebookresearch/av_hubert)"
+_RELEASE = "local file (AV-HuBERT release"
 for _name, _cfg, _mode, _front, _weights, _what in (
         ("avhubert-tiny", AVHubertConfig.tiny(), "finetuned", LIGHT_FRONT_END, "random init only",
          "AV-HuBERT of the CPU demo: 2 layers, 256-d, light lip front end"),
         ("avhubert-base", AVHubertConfig.base(finetuned=True), "finetuned", RESNET18,
-         f"{_RELEASE}, e.g. base_vox_433h.pt", "AV-HuBERT Base (12 layers, 768-d), fine-tuned encoder path"),
+         f"{_RELEASE}, e.g. base_vox_433h.pt)", "AV-HuBERT Base (12 layers, 768-d), fine-tuned encoder path"),
         ("avhubert-base-pretrained", AVHubertConfig.base(), "pretrained", RESNET18,
-         f"{_RELEASE}, e.g. base_vox_iter5.pt", "AV-HuBERT Base, self-supervised (pretraining) path"),
+         f"{_RELEASE}, e.g. base_vox_iter5.pt)", "AV-HuBERT Base, self-supervised (pretraining) path"),
         ("avhubert-large", AVHubertConfig.large(finetuned=True), "finetuned", RESNET18,
-         f"{_RELEASE}: large_noise_pt_noise_ft_433h_only_weights.pt (Whisper-Flamingo English)",
+         f"{_RELEASE}: large_noise_pt_noise_ft_433h_only_weights.pt)",
          "AV-HuBERT Large (24 layers, 1024-d), fine-tuned encoder path"),
         ("avhubert-large-pretrained", AVHubertConfig.large(), "pretrained", RESNET18,
-         f"{_RELEASE}: mavhubert_only_weights.pt (mWhisper-Flamingo)",
+         f"{_RELEASE}: mavhubert_only_weights.pt)",
          "AV-HuBERT Large, self-supervised path (multilingual mAV-HuBERT)")):
     register_model(_name, family="avhubert", builder=build_avhubert, weights=_weights, description=_what,
                    config={"mode": _mode, "front_end": _front, **asdict(_cfg)})

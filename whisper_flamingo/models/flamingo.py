@@ -365,24 +365,24 @@ class WhisperFlamingo(nn.Module):
         return [n for n, _ in self.named_parameters() if n.startswith("decoder.") and any(k in n for k in keys)]
 
 
-_RELEASED = "local file: released {}.pt (Whisper-Flamingo authors' download)"
+_RELEASED = "local file (Whisper-Flamingo release: whisper-flamingo_{})"
 for _name, _whisper, _video, _weights, _what in (
-        ("whisper-flamingo-small", "whisper-small", "avhubert-large", _RELEASED.format("whisper-flamingo_en-x_small"),
+        ("whisper-flamingo-small", "whisper-small", "avhubert-large", _RELEASED.format("en-x_small.pt"),
          "Whisper-Flamingo En-X small: Whisper small + AV-HuBERT Large (fine-tuned), gated cross-attention"),
         ("whisper-flamingo-medium", "whisper-medium", "avhubert-large",
-         _RELEASED.format("whisper-flamingo_en-x_medium / _lrs2_medium"),
+         _RELEASED.format("en-x_medium.pt, lrs2_medium.pt"),
          "Whisper-Flamingo medium: Whisper medium + AV-HuBERT Large (fine-tuned), gated cross-attention"),
         ("whisper-flamingo-large-v2", "whisper-large-v2", "avhubert-large",
-         _RELEASED.format("whisper-flamingo_en-x_large / _en_large"),
+         _RELEASED.format("en-x_large.pt, en_large.pt"),
          "Whisper-Flamingo large: Whisper large-v2 + AV-HuBERT Large (fine-tuned), gated cross-attention"),
         ("mwhisper-flamingo-small", "whisper-small", "avhubert-large-pretrained",
-         _RELEASED.format("whisper-flamingo_multi-all_small"),
+         _RELEASED.format("multi-all_small.pt"),
          "mWhisper-Flamingo small: Whisper small + multilingual mAV-HuBERT Large (self-supervised path)"),
         ("mwhisper-flamingo-medium", "whisper-medium", "avhubert-large-pretrained",
-         _RELEASED.format("whisper-flamingo_multi-all_medium"),
+         _RELEASED.format("multi-all_medium.pt"),
          "mWhisper-Flamingo medium: Whisper medium + multilingual mAV-HuBERT Large (self-supervised path)"),
         ("whisper-flamingo-demo", "whisper-tiny.en", "avhubert-tiny",
-         "random init only (trained by `make demo-av`: a stage-2 checkpoint)",
+         "random init only (`make demo-av` trains it)",
          "the CPU demo's stage-2 model: Whisper tiny.en + AV-HuBERT tiny (light front end)")):
     register_model(_name, family="whisper-flamingo", builder=WhisperFlamingo.from_names, weights=_weights,
                    description=_what,

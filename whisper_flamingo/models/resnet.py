@@ -171,7 +171,7 @@ class ResEncoder(nn.Module):
 
 register_model("lip-resnet18", family="lip-frontend", builder=ResEncoder,
                config={"relu_type": "prelu", **asdict(RESNET18)},
-               weights="local file: the front end of any AV-HuBERT / Whisper-Flamingo checkpoint",
+               weights="local file (the front end of any AV-HuBERT / Whisper-Flamingo checkpoint)",
                description="AV-HuBERT's ResNet-18 lip front end (3D stem + 4x2 basic blocks, 512-d per frame)")
 register_model("lip-resnet-light", family="lip-frontend", builder=ResEncoder,
                config={"relu_type": "prelu", **asdict(LIGHT_FRONT_END)}, weights="random init only",
