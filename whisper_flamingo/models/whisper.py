@@ -286,7 +286,7 @@ class Whisper(nn.Module):
     def from_checkpoint(cls, path: str | Path) -> Whisper:
         """Weights from a model name or any supported checkpoint (strict); see
         :func:`whisper_flamingo.checkpoints.whisper.load_whisper`."""
-        from whisper_flamingo.checkpoints.whisper import load_whisper
+        from whisper_flamingo.checkpoints import load_whisper
 
         return load_whisper(path)
 
