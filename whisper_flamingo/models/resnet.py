@@ -116,12 +116,13 @@ class ResEncoder(nn.Module):
     #: ResNet-18's feature width (the default); an instance's own width is ``widths[-1]``
     out_dim: int = RESNET18.out_dim
 
-    def __init__(self, relu_type: str = "prelu", input_pool: int = 1, stem: int = 64,
-                 widths: tuple[int, ...] = (64, 128, 256, 512), blocks: tuple[int, ...] = (2, 2, 2, 2)) -> None:
+    def __init__(self, relu_type: str = "prelu", input_pool: int = RESNET18.input_pool, stem: int = RESNET18.stem,
+                 widths: tuple[int, ...] = RESNET18.widths, blocks: tuple[int, ...] = RESNET18.blocks) -> None:
         super().__init__()
         self.config = FrontEndConfig(int(stem), tuple(widths), tuple(blocks), int(input_pool))
         self.input_pool = self.config.input_pool
         self.out_dim = self.config.out_dim
+        stem = self.config.stem
         self.frontend3D = nn.Sequential(
             nn.Conv3d(1, stem, kernel_size=(5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False),
             nn.BatchNorm3d(stem),
