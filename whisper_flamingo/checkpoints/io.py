@@ -125,8 +125,9 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Any], source: str | 
     """
     expected = model.state_dict()
     state = dict(state)
-    for key in expected:  # very old BatchNorm checkpoints lack the counter
-        if key not in state and key.endswith("num_batches_tracked"):
+    for key in expected:  # very old BatchNorm checkpoints have the running statistics but not the counter
+        stats = key[: -len("num_batches_tracked")] + "running_mean"
+        if key not in state and key.endswith("num_batches_tracked") and stats in state:
             state[key] = torch.zeros((), dtype=torch.long)
     unexpected = [k for k in state if k not in expected]
     missing = [k for k in expected if k not in state]
