@@ -212,11 +212,8 @@ def safe_load(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -
             f"{path}: {err.args[0]}; this is not an AV-HuBERT/Whisper checkpoint or it contains code (only "
             "tensors, plain Python types and fairseq/omegaconf configs are read)"
         ) from None
-    except (EOFError, struct.error) as err:  # the pure-Python unpickler reads past the end
-        raise CheckpointError(f"{path}: truncated ({type(err).__name__}: {_first_line(err)}); the download or "
-                              "save did not finish: fetch or save it again") from None
-    except IndexError as err:  # ``read(1)[0]`` on an empty read: the file ends inside an opcode
-        if str(err) != "index out of range":
+    except (EOFError, struct.error, IndexError) as err:  # reading past the end (``read(1)[0]`` of b"")
+        if isinstance(err, IndexError) and str(err) != "index out of range":
             raise CheckpointError(f"{path}: corrupt checkpoint, cannot unpickle it ({_first_line(err)}); fetch "
                                   "or save it again") from None
         raise CheckpointError(f"{path}: truncated ({type(err).__name__}: {_first_line(err)}); the download or "
@@ -225,8 +222,8 @@ def safe_load(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -
             KeyError) as err:
         first = _first_line(err)
         what = "truncated" if "truncated" in first or "EOF" in first else "corrupt"
-        raise CheckpointError(f"{path}: {what} checkpoint, cannot unpickle it ({first}); fetch or save it "
-                              "again") from None
+        raise CheckpointError(f"{path}: {what} checkpoint, cannot unpickle it ({type(err).__name__}: {first}); "
+                              "fetch or save it again") from None
 
 
 def _first_line(err: BaseException) -> str:
