@@ -59,6 +59,19 @@ def test_reads_plain_and_restricted_pickles(tmp_path, legacy):
     assert got["hyper_parameters"]["args"].lr == 0.5 and got["epoch"] == 1
 
 
+def test_a_file_with_other_globals_is_read_once(tmp_path, monkeypatch):
+    """A zip file's pickle globals are listed before any tensor is read: no wasted weights-only pass."""
+    path = tmp_path / "hp.ckpt"
+    torch.save({**_state(), "hyper_parameters": {"args": argparse.Namespace(lr=0.5)}}, path)
+    calls, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k["weights_only"]) or load(*a, **k))
+    assert read_checkpoint_file(path)["hyper_parameters"]["args"].lr == 0.5
+    assert calls == [False]  # the restricted unpickler only
+    calls.clear()
+    torch.save(_state(), path)
+    assert read_checkpoint_file(path)["epoch"] == 1 and calls == [True]
+
+
 @pytest.mark.parametrize("legacy", [False, True])
 def test_truncated_file_is_named_as_truncated(tmp_path, legacy):
     full = tmp_path / "full.pt"

@@ -46,6 +46,10 @@ def read_checkpoint_file(path: str | Path, mmap: bool = False) -> Any:
     """
     path = Path(path)
     zip_format = _check_container(path)
+    unsafe = _unsafe_globals(path) if zip_format else []
+    if unsafe:  # known before any tensor is read: one pass, through the restricted unpickler
+        log.debug("%s: pickles %s (not weights-only); using the restricted unpickler", path, ", ".join(unsafe[:3]))
+        return safe_load(path, mmap=mmap)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zip_format)
     except pickle.UnpicklingError as err:  # weights_only refused a global (or an opcode): next way below
@@ -79,6 +83,19 @@ def _check_container(path: Path) -> bool:
         return False
     raise CheckpointError(f"{path}: not a file written by torch.save (starts with {head!r}); expected an "
                           "openai-whisper .pt, a Lightning .ckpt or a released checkpoint")
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The globals of a zip-format file that ``weights_only`` refuses, read from its pickle alone (torch >= 2.5;
+    empty when unknown: the weights-only load then finds out)."""
+    probe = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if probe is None:
+        return []
+    try:
+        return list(probe(path))
+    except (pickle.UnpicklingError, RuntimeError, ValueError, OSError, EOFError, IndexError) as err:
+        log.debug("%s: cannot list its pickle globals (%s)", path, _first_line(err))  # the load below reports it
+        return []
 
 
 def _weights_only_reason(err: BaseException) -> str:
