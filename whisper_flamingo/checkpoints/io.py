@@ -2,7 +2,8 @@
 
 * :func:`read_checkpoint_file`: ``torch.load(weights_only=True)``; a file that pickles more than tensors
   and plain types (Lightning hyper-parameters, fairseq configs) goes through the restricted unpickler of
-  :mod:`.safe_pickle` (never ``weights_only=False``).  Each way a file can be unusable has its own
+  :mod:`.safe_pickle` (never ``weights_only=False``), in one pass when the zip file's pickle globals say so
+  up front.  Each way a file can be unusable has its own
   one-line :class:`~whisper_flamingo.errors.CheckpointError` naming the file: missing, a directory,
   empty, not written by ``torch.save``, truncated, corrupt, or holding a refused pickle global.
 * :func:`load_state_strict`: ``load_state_dict(strict=True)`` whose error lists a few missing,
