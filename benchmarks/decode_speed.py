@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     from whisper.decoding import DecodingOptions
     from whisper.tokenizer import get_tokenizer
 
-    from whisper_flamingo.checkpoints.whisper import export_ctranslate2, load_whisper
+    from whisper_flamingo.checkpoints import export_ctranslate2, load_whisper
     from whisper_flamingo.decoding.search import SearchOptions, decode_batch, suppressed_tokens
 
     ours = load_whisper(args.model).to(device).eval()

@@ -396,11 +396,13 @@ def test_missing_or_mismatched_key_is_named(ref, tmp_path):
     state = _reference_state(ref, True)
     del state["encoder.layers.1.fc2.bias"]
     torch.save({"cfg": ref[0]["cfg"], "model": state}, tmp_path / "broken.pt")
-    with pytest.raises(CheckpointError, match=r"broken\.pt: missing AV-HuBERT key 'encoder\.layers\.1\.fc2\.bias'"):
+    with pytest.raises(CheckpointError, match=r"broken\.pt: does not match the AV-HuBERT model: 1 missing keys "
+                                              r"\(e\.g\. encoder\.layers\.1\.fc2\.bias\)"):
         AVHubert.from_checkpoint(tmp_path / "broken.pt")
     state = _reference_state(ref, True)
     torch.save({"cfg": dict(ref[0]["cfg"], encoder_ffn_embed_dim=512), "model": state}, tmp_path / "shape.pt")
-    with pytest.raises(CheckpointError, match=r"shape\.pt: AV-HuBERT key 'encoder\.layers\.0\.fc1\.weight'"):
+    with pytest.raises(CheckpointError, match=r"shape\.pt: does not match the AV-HuBERT model: .*mis-shaped keys "
+                                              r"\(e\.g\. encoder\.layers\.0\.fc1\.weight"):
         AVHubert.from_checkpoint(tmp_path / "shape.pt")
     with pytest.raises(CheckpointError, match="not found"):
         AVHubert.from_checkpoint(tmp_path / "absent.pt")

@@ -12,7 +12,7 @@ import torch
 import whisper
 from whisper.model import ModelDimensions
 
-from whisper_flamingo.checkpoints.whisper import (
+from whisper_flamingo.checkpoints import (
     ct2_vocabulary,
     export_ctranslate2,
     load_ct2_dir,

@@ -16,8 +16,7 @@ import pytest
 import torch
 from whisper.model import ModelDimensions
 
-from whisper_flamingo.checkpoints.flamingo import build_stage2_model, load_stage2_checkpoint
-from whisper_flamingo.checkpoints.whisper import save_openai_checkpoint
+from whisper_flamingo.checkpoints import build_stage2_model, load_stage2_checkpoint, save_openai_checkpoint
 from whisper_flamingo.config import load_config
 from whisper_flamingo.decoding.runner import DecodeSettings, condition_dir, conditions, run_decode
 from whisper_flamingo.decoding.search import SearchOptions, decode_batch

@@ -12,7 +12,7 @@ from whisper.model import ModelDimensions
 from whisper.tokenizer import get_tokenizer
 
 import whisper_decode_video
-from whisper_flamingo.checkpoints.whisper import save_openai_checkpoint
+from whisper_flamingo.checkpoints import save_openai_checkpoint
 from whisper_flamingo.commands import decode as decode_cmd
 from whisper_flamingo.decoding import runner
 from whisper_flamingo.decoding.runner import Condition, DecodeSettings, read_done, run_decode

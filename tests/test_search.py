@@ -279,7 +279,7 @@ def test_options_validation():
 @pytest.mark.skipif(not (SHARED / "jfk.flac").exists(), reason="shared/data/jfk.flac not present")
 def test_jfk_tiny_en_matches_openai():
     try:
-        from whisper_flamingo.checkpoints.whisper import load_whisper
+        from whisper_flamingo.checkpoints import load_whisper
     except ImportError:
         pytest.skip("checkpoints.whisper.load_whisper not available yet")
     from whisper_flamingo.data.audio import load_audio, to_unit_range

@@ -26,10 +26,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from whisper_flamingo.checkpoints.safe_pickle import safe_load, to_plain
+from whisper_flamingo.checkpoints.io import load_state_strict, read_checkpoint_file, strip_prefix
+from whisper_flamingo.checkpoints.safe_pickle import to_plain
 from whisper_flamingo.errors import CheckpointError, ConfigError
 from whisper_flamingo.models.avhubert import MODES, AVHubert, AVHubertConfig
 from whisper_flamingo.models.resnet import ResEncoder
@@ -40,6 +40,7 @@ FINETUNED_PREFIX = "encoder.w2v_model."
 # Tensors of the original model that inference (and this implementation) never uses.
 UNUSED_KEYS = ("mask_emb", "label_embs_concat")
 UNUSED_PREFIXES = ("final_proj.",)
+_HINT = "the checkpoint does not match the model config, or is truncated"
 
 
 def avhubert_key(name: str) -> str | None:
@@ -69,7 +70,7 @@ def load_avhubert_state(path: str | Path, mode: str | None = None
                         ) -> tuple[dict[str, Tensor], AVHubertConfig, str, str]:
     """Read a checkpoint file; return ``(encoder state dict, config, mode, key prefix in the file)``."""
     _check_mode(mode)
-    ckpt = safe_load(path)
+    ckpt = read_checkpoint_file(path)
     source = str(path)
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"{source}: expected a dict checkpoint, got {type(ckpt).__name__}")
@@ -159,15 +160,15 @@ def load_resencoder(checkpoint: str | Path | Mapping[str, Any]) -> ResEncoder:
     ``encoder.w2v_model.feature_extractor_video.resnet.`` or Whisper-Flamingo's ``encoder.video_model.``).
     """
     source = "<state_dict>" if isinstance(checkpoint, Mapping) else str(checkpoint)
-    ckpt: Any = checkpoint if isinstance(checkpoint, Mapping) else safe_load(checkpoint)
+    ckpt: Any = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint_file(checkpoint)
     state = ckpt.get("model", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{source}: expected a dict checkpoint with a state dict")
     prefix = _find_prefix(state, ("frontend3D.0.weight",), source, "ResNet front-end")
-    sub = {k[len(prefix):]: v for k, v in state.items()
-           if k.startswith(prefix) and k[len(prefix):].startswith(("frontend3D.", "trunk."))}
+    sub = {k: v for k, v in strip_prefix(state, prefix, keep_others=False).items()
+           if k.startswith(("frontend3D.", "trunk."))}
     model = ResEncoder("prelu" if "frontend3D.2.weight" in sub else "relu")
-    _load_strict(model, sub, source, prefix)
+    load_state_strict(model, sub, source, what="ResNet video front end", key_prefix=prefix, hint=_HINT)
     log.info("%s: loaded the ResNet video front end from '%s*'", source, prefix)
     return model.eval()
 
@@ -245,18 +246,16 @@ def _find_prefix(state: Mapping[str, Any], anchors: tuple[str, ...], source: str
 def _strip(state: Mapping[str, Any], prefix: str, source: str) -> dict[str, Tensor]:
     """Keys under ``prefix`` without it; pretraining-only tensors and other keys are dropped (debug log)."""
     sub: dict[str, Tensor] = {}
-    outside = 0
-    for key, value in state.items():
-        if not key.startswith(prefix):
-            outside += 1
-            continue
-        name = avhubert_key(key[len(prefix):])
+    inside = strip_prefix(state, prefix, keep_others=False)
+    for key, value in inside.items():
+        name = avhubert_key(key)
         if name is None:
-            log.debug("%s: dropping unused AV-HuBERT tensor '%s'", source, key)
+            log.debug("%s: dropping unused AV-HuBERT tensor '%s%s'", source, prefix, key)
             continue
         sub[name] = value
-    if outside:
-        log.debug("%s: ignoring %d keys outside '%s' (decoder, Whisper, ...)", source, outside, prefix)
+    if len(inside) < len(state):
+        log.debug("%s: ignoring %d keys outside '%s' (decoder, Whisper, ...)", source, len(state) - len(inside),
+                  prefix)
     return sub
 
 
@@ -266,36 +265,10 @@ def _build(state: dict[str, Tensor], cfg: AVHubertConfig, mode: str, source: str
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
     model = AVHubert(cfg, mode=mode)
-    _load_strict(model, state, source, prefix)
+    load_state_strict(model, state, source, what="AV-HuBERT model", key_prefix=prefix, hint=_HINT)
     log.info("%s: loaded AV-HuBERT (%s, %d layers, dim %d) from '%s*'", source, mode, cfg.encoder_layers,
              cfg.encoder_embed_dim, prefix)
     return model.eval()
-
-
-def _load_strict(model: nn.Module, state: Mapping[str, Tensor], source: str, prefix: str) -> None:
-    """``load_state_dict(strict=True)`` with one-line errors naming the file and the offending key."""
-    expected = model.state_dict()
-    state = dict(state)
-    for key in expected:
-        if key not in state and key.endswith("num_batches_tracked"):  # absent in very old BN checkpoints
-            state[key] = torch.zeros((), dtype=torch.long)
-    missing = [k for k in expected if k not in state]
-    if missing:
-        raise CheckpointError(f"{source}: missing AV-HuBERT key '{prefix}{missing[0]}' ({len(missing)} missing); "
-                              "the checkpoint does not match the model config or is truncated")
-    unexpected = [k for k in state if k not in expected]
-    if unexpected:
-        raise CheckpointError(f"{source}: unexpected AV-HuBERT key '{prefix}{unexpected[0]}' "
-                              f"({len(unexpected)} unexpected); the checkpoint has a different architecture")
-    for key, ref in expected.items():
-        value = state[key]
-        if not isinstance(value, Tensor) or tuple(value.shape) != tuple(ref.shape):
-            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise CheckpointError(f"{source}: AV-HuBERT key '{prefix}{key}' has shape {shape}, the model expects "
-                                  f"{tuple(ref.shape)}; the checkpoint does not match the model config")
-        if value.is_floating_point() and value.dtype != ref.dtype:
-            state[key] = value.to(ref.dtype)
-    model.load_state_dict(state, strict=True)
 
 
 __all__ = ["load_avhubert", "load_avhubert_state", "load_avhubert_from_whisper_flamingo",

@@ -31,7 +31,9 @@ from whisper_flamingo.checkpoints.avhubert import (
     load_avhubert,
     load_resencoder,
 )
-from whisper_flamingo.checkpoints.whisper import infer_dims, load_stage1_checkpoint, load_whisper
+from whisper_flamingo.checkpoints.io import load_state_strict, read_checkpoint_file, strip_prefix
+from whisper_flamingo.checkpoints.names import load_whisper
+from whisper_flamingo.checkpoints.openai import infer_dims, load_stage1_checkpoint
 from whisper_flamingo.data.video import feature_dim
 from whisper_flamingo.errors import CheckpointError, ConfigError
 from whisper_flamingo.models.avhubert import AVHubertConfig
@@ -43,6 +45,8 @@ from whisper_flamingo.models.whisper import ModelDimensions, Whisper
 log = logging.getLogger(__name__)
 
 VIDEO_PREFIX = "encoder.video_model."
+_WHAT = "Whisper-Flamingo model"
+_HINT = "check that the checkpoint and the model config (size, video encoder, fusion) agree"
 _NAMES = {384: "tiny", 512: "base", 768: "small", 1024: "medium", 1280: "large"}
 
 
@@ -70,25 +74,6 @@ class FlamingoLayout:
                 f"fusion {self.fusion}, {'gated' if self.gated else 'no gated'} cross-attention")
 
 
-def strip_model_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop Lightning's leading ``model.`` from every key that has it."""
-    return {(k[6:] if k.startswith("model.") else k): v for k, v in state_dict.items()}
-
-
-def read_checkpoint_file(path: str | Path) -> Any:
-    """A checkpoint file's object without executing pickled code: ``torch.load(weights_only=True)``, or
-    the restricted unpickler for files that need a few more classes (never ``weights_only=False``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: Whisper-Flamingo checkpoint not found; check the path")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not a zip file / needs the restricted unpickler
-        from whisper_flamingo.checkpoints.safe_pickle import safe_load
-
-        return safe_load(path)
-
-
 def is_whisper_flamingo_state(state: Mapping[str, Any]) -> bool:
     """True when a state dict carries Whisper-Flamingo's gated layers or video branch."""
     return any(".gated_x_attn" in k or "encoder.video_" in k for k in state)
@@ -98,12 +83,12 @@ def read_whisper_flamingo_state(path: str | Path, ckpt: Any = None) -> dict[str,
     """The state dict of a released (or our Lightning) Whisper-Flamingo file, ``model.`` stripped
     (``ckpt``: the file's object when the caller has read it already)."""
     if ckpt is None:
-        ckpt = read_checkpoint_file(path)
+        ckpt = read_checkpoint_file(path, mmap=True)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         keys = sorted(map(str, ckpt))[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise CheckpointError(f"{path}: no 'state_dict' entry (found {keys}); expected a Whisper-Flamingo "
                               "checkpoint {'state_dict': {'model.<key>': tensor}}")
-    return strip_model_prefix(ckpt["state_dict"])
+    return strip_prefix(ckpt["state_dict"])
 
 
 def infer_layout(state: Mapping[str, Tensor], source: str = "<state_dict>") -> FlamingoLayout:
@@ -152,33 +137,6 @@ def model_state(state: Mapping[str, Tensor], layout: FlamingoLayout, source: str
     return out
 
 
-def load_state_strict(model: WhisperFlamingo, state: Mapping[str, Tensor], source: str = "<state_dict>",
-                      assign: bool = False) -> None:
-    """Strict ``load_state_dict`` with a one-line CheckpointError naming a few offending keys.
-
-    ``assign=True`` is for a meta-device model (the tensors become the parameters)."""
-    expected = model.state_dict()
-    state = dict(state)
-    for key in expected:  # very old BatchNorm checkpoints lack the counter
-        if key not in state and key.endswith("num_batches_tracked"):
-            state[key] = torch.zeros((), dtype=torch.long)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} (model {tuple(expected[k].shape)})" for k in expected
-              if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})")
-    if problems:
-        raise CheckpointError(f"{source}: does not match the Whisper-Flamingo model: {'; '.join(problems)}; "
-                              "check that the checkpoint and the model config (size, video encoder, fusion) agree")
-    model.load_state_dict(state, strict=True, assign=assign)
-
-
 def load_whisper_flamingo(path: str | Path, device: str | torch.device = "cpu",
                           dtype: torch.dtype | None = torch.float32, ckpt: Any = None) -> WhisperFlamingo:
     """A released Whisper-Flamingo ``.pt`` as an eval-mode :class:`WhisperFlamingo` (strict load).
@@ -197,10 +155,10 @@ def load_whisper_flamingo(path: str | Path, device: str | torch.device = "cpu",
 def load_whisper_flamingo_state(state: Mapping[str, Tensor], source: str = "<state_dict>"
                                 ) -> tuple[WhisperFlamingo, FlamingoLayout]:
     """Build the matching model on the meta device and assign ``state`` (``model.`` stripped) strictly."""
-    state = strip_model_prefix(state)
+    state = strip_prefix(state)
     layout = infer_layout(state, source)
     model = build_for_layout(layout, "meta")
-    load_state_strict(model, model_state(state, layout, source), source, assign=True)
+    load_state_strict(model, model_state(state, layout, source), source, assign=True, what=_WHAT, hint=_HINT)
     saved = set(model.state_dict())
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
             if t.is_meta and n not in saved]
@@ -278,7 +236,7 @@ def load_stage2_checkpoint(path: str | Path, device: str | torch.device = "cpu",
 
     path = Path(path)
     if ckpt is None:
-        ckpt = read_checkpoint_file(path)
+        ckpt = read_checkpoint_file(path, mmap=True)
     hp = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
     values = hp.get("config") or {}
     if not values.get("video_model_config") or not hp.get("dims"):
@@ -287,8 +245,8 @@ def load_stage2_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     cfg.video_model_ckpt, cfg.video_feature_dir = "", ""
     with torch.device("meta"):
         model = build_stage2_model(cfg, Whisper(ModelDimensions(**hp["dims"])))
-    state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}  # not the task's CTC head
-    load_state_strict(model, strip_model_prefix(state), str(path), assign=True)
+    state = strip_prefix(ckpt["state_dict"], "model.", keep_others=False)  # not the task's CTC head
+    load_state_strict(model, state, path, assign=True, what=_WHAT, hint=_HINT)
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if left:
         raise CheckpointError(f"{path}: {len(left)} tensors were not set by the checkpoint (e.g. {left[0]})")
@@ -297,7 +255,7 @@ def load_stage2_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     return model.to(device).eval()
 
 
-__all__ = ["FlamingoLayout", "VIDEO_PREFIX", "strip_model_prefix", "read_whisper_flamingo_state", "infer_layout",
-           "build_for_layout", "model_state", "load_state_strict", "load_whisper_flamingo",
+__all__ = ["FlamingoLayout", "VIDEO_PREFIX", "is_whisper_flamingo_state", "read_whisper_flamingo_state",
+           "infer_layout", "build_for_layout", "model_state", "load_whisper_flamingo",
            "load_whisper_flamingo_state", "build_whisper_flamingo",
            "build_stage2_model", "load_stage2_checkpoint"]

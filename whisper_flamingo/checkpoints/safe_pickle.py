@@ -24,6 +24,7 @@ import collections
 import copyreg
 import logging
 import pickle
+import struct
 import sys
 import typing
 from pathlib import Path
@@ -180,27 +181,54 @@ class Unpickler(pickle._Unpickler):  # the pure-Python unpickler lets us vet the
 
     dispatch[pickle.BUILD[0]] = load_build
 
+    def load_global(self) -> None:
+        module, name = self.readline(), self.readline()
+        if not (module.endswith(b"\n") and name.endswith(b"\n")):  # a name cut short: the file ends here
+            raise EOFError("the file ends inside a global name")
+        self.append(self.find_class(module[:-1].decode("utf-8"), name[:-1].decode("utf-8")))
+
+    dispatch[pickle.GLOBAL[0]] = load_global
+
 
 def load(file: Any, **kwargs: Any) -> Any:
     """``pickle.load`` through the restricted :class:`Unpickler` (used by ``torch.load``)."""
     return Unpickler(file, **kwargs).load()
 
 
-def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
-    """``torch.load`` a checkpoint with the restricted unpickler; refusals become CheckpointError."""
+def safe_load(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """``torch.load`` a checkpoint with the restricted unpickler; a refused global, a truncated and a
+    corrupt file each become their own CheckpointError naming the file.
+
+    Use :func:`whisper_flamingo.checkpoints.io.read_checkpoint_file` (weights-only first) in the package.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found; check the path")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False,
+        return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap,
                           pickle_module=sys.modules[__name__])
     except RefusedGlobal as err:
         raise CheckpointError(
-            f"{path}: {err.args[0]}; this is not an AV-HuBERT/Whisper checkpoint or it contains code"
+            f"{path}: {err.args[0]}; this is not an AV-HuBERT/Whisper checkpoint or it contains code (only "
+            "tensors, plain Python types and fairseq/omegaconf configs are read)"
         ) from None
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: cannot read checkpoint ({first}); is it a torch.save file?") from None
+    except (EOFError, struct.error, IndexError) as err:  # reading past the end (``read(1)[0]`` of b"")
+        if isinstance(err, IndexError) and str(err) != "index out of range":
+            raise CheckpointError(f"{path}: corrupt checkpoint, cannot unpickle it ({_first_line(err)}); fetch "
+                                  "or save it again") from None
+        raise CheckpointError(f"{path}: truncated ({type(err).__name__}: {_first_line(err)}); the download or "
+                              "save did not finish: fetch or save it again") from None
+    except (pickle.UnpicklingError, RuntimeError, ValueError, OSError, AttributeError, TypeError,
+            KeyError) as err:
+        first = _first_line(err)
+        what = "truncated" if "truncated" in first or "EOF" in first else "corrupt"
+        raise CheckpointError(f"{path}: {what} checkpoint, cannot unpickle it ({type(err).__name__}: {first}); "
+                              "fetch or save it again") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def to_plain(obj: Any) -> Any:

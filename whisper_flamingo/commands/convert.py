@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from whisper_flamingo.checkpoints.whisper import (
+from whisper_flamingo.checkpoints import (
     export_ctranslate2,
     resolve_whisper,
     save_hf_dir,

@@ -80,7 +80,7 @@ def _device(name: str) -> torch.device:
 
 def load_encoder(ckpt: str, encoder: str = "avhubert", mode: str = "auto") -> tuple[torch.nn.Module, dict]:
     """The eval-mode video encoder and the metadata identifying it."""
-    from whisper_flamingo.checkpoints.avhubert import load_avhubert, load_resencoder
+    from whisper_flamingo.checkpoints import load_avhubert, load_resencoder
 
     if encoder == "resnet":
         model = load_resencoder(ckpt)

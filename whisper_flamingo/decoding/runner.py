@@ -176,8 +176,7 @@ def file_sha256(path: str | os.PathLike, short: int = 12) -> str:
 
 def load_model(settings: DecodeSettings, device: torch.device):
     """The model to decode with and its provenance."""
-    from whisper_flamingo.checkpoints.flamingo import is_whisper_flamingo_state, read_checkpoint_file
-    from whisper_flamingo.checkpoints.whisper import load_whisper
+    from whisper_flamingo.checkpoints import is_whisper_flamingo_state, load_whisper, read_checkpoint_file
 
     if settings.padded:
         if settings.audio_visual:
@@ -191,10 +190,10 @@ def load_model(settings: DecodeSettings, device: torch.device):
         raise ConfigError(f"--checkpoint-path {path}: file not found")
     info = {"model": settings.model_type, "checkpoint": str(path),
             "checkpoint_sha256": file_sha256(path) if path.is_file() else None}
-    ckpt = read_checkpoint_file(path) if path.is_file() else None  # a directory: CTranslate2 / Hugging Face
+    ckpt = read_checkpoint_file(path, mmap=True) if path.is_file() else None  # a directory: CTranslate2 / Hugging Face
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
     if isinstance(state, dict) and is_whisper_flamingo_state(state):
-        from whisper_flamingo.checkpoints.flamingo import load_stage2_checkpoint
+        from whisper_flamingo.checkpoints import load_stage2_checkpoint
 
         return load_stage2_checkpoint(path, device, ckpt=ckpt).eval(), {**info, "architecture": "whisper-flamingo"}
     if settings.audio_visual:

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def load_model_for(cfg: Config):
     """The Whisper model named by ``model_name``, initialised from ``pt_ckpt`` when given."""
-    from whisper_flamingo.checkpoints.whisper import load_stage1_checkpoint, load_whisper
+    from whisper_flamingo.checkpoints import load_stage1_checkpoint, load_whisper
 
     model = load_whisper(cfg.model_name, download_root=cfg.whisper_download_root)
     if cfg.n_mels and cfg.n_mels != model.dims.n_mels:
@@ -56,7 +56,7 @@ def train(cfg: Config) -> Path:
     stage = 2 if cfg.is_audio_visual else 1
     model = load_model_for(cfg)
     if stage == 2:
-        from whisper_flamingo.checkpoints.flamingo import build_stage2_model
+        from whisper_flamingo.checkpoints import build_stage2_model
 
         model = build_stage2_model(cfg, model)
     total, trainable = count_parameters(model)
