@@ -17,7 +17,7 @@ from torch import nn
 from whisper.tokenizer import get_encoding
 
 from whisper_flamingo.checkpoints.flamingo import build_stage2_model
-from whisper_flamingo.checkpoints.whisper import packaged_model_files, resolve_whisper
+from whisper_flamingo.checkpoints.names import packaged_model_files, resolve_whisper
 from whisper_flamingo.cli import main as cli_main
 from whisper_flamingo.config import Config
 from whisper_flamingo.errors import CheckpointError, ConfigError

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def whisper_weights(size: str, download_root: str | Path | None = None) -> str:
     """Where Whisper ``size``'s weights would come from on this machine (the order load_whisper tries)."""
-    from whisper_flamingo.checkpoints.whisper import PACKAGED_MODELS, default_download_root, packaged_model_files
+    from whisper_flamingo.checkpoints.names import PACKAGED_MODELS, default_download_root, packaged_model_files
 
     cached = (Path(download_root).expanduser() if download_root else default_download_root()) / f"{size}.pt"
     if cached.is_file():

@@ -285,7 +285,7 @@ class Whisper(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> Whisper:
         """Weights from a model name or any supported checkpoint (strict); see
-        :func:`whisper_flamingo.checkpoints.whisper.load_whisper`."""
+        :func:`whisper_flamingo.checkpoints.names.load_whisper`."""
         from whisper_flamingo.checkpoints import load_whisper
 
         return load_whisper(path)
