@@ -61,7 +61,7 @@ def test_earlier_task_values_are_read_as_whisper_task(tmp_path: Path):
     assert (cfg.task_name, cfg.resolved_whisper_task) == ("flamingo", "En-X")
 
 
-def test_sync_batchnorm_default_follows_the_task_and_reaches_the_trainer(tmp_path: Path):
+def test_trainer_gets_sync_batchnorm_and_ddp_settings_from_the_task(tmp_path: Path):
     from whisper_flamingo.tasks.trainer import build_trainer
 
     def cfg(*extra: str):
@@ -78,6 +78,10 @@ def test_sync_batchnorm_default_follows_the_task_and_reaches_the_trainer(tmp_pat
     on = build_trainer(cfg("accelerator=cpu", "sync_batchnorm=true"))
     off = build_trainer(cfg("accelerator=cpu"))
     assert on._accelerator_connector._layer_sync is not None and off._accelerator_connector._layer_sync is None
+    # DDP settings come from the task spec too
+    ddp = {task: build_trainer(cfg("accelerator=cpu", "num_devices=2", f"task={task}")).strategy for task in
+           ("asr", "flamingo")}
+    assert {t: s._ddp_kwargs.get("find_unused_parameters") for t, s in ddp.items()} == {"asr": False, "flamingo": True}
 
 
 def test_eval_sampler_splits_batches_by_rank_without_repeats():

@@ -46,7 +46,7 @@ def train(cfg: Config) -> Path:
     datamodule = spec.datamodule(cfg, model)
     datamodule.setup("fit")
     task = spec.module(cfg, model, val_names=datamodule.val_names)
-    trainer = build_trainer(cfg, find_unused_parameters=spec.find_unused_parameters, spec=spec)
+    trainer = build_trainer(cfg, spec)
     if trainer.is_global_zero:
         save_config(cfg, ckpt_dir)
         log.info("resolved config saved to %s", ckpt_dir / "config.yaml")

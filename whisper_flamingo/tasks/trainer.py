@@ -120,10 +120,11 @@ def build_callbacks(cfg: Config) -> list[Callback]:
     return callbacks
 
 
-def build_trainer(cfg: Config, find_unused_parameters: bool = False, spec: TaskSpec | None = None) -> pl.Trainer:
+def build_trainer(cfg: Config, spec: TaskSpec | None = None) -> pl.Trainer:
     """A Trainer configured from the config: devices, precision, DDP, logging and checkpoints.
 
-    ``spec``: the task (default: the config's), whose default ``sync_batchnorm`` applies when the key is null.
+    ``spec``: the task (default: the config's); it says whether DDP must allow unused parameters,
+    and its ``sync_batchnorm`` applies when the key is null.
     """
     if spec is None:
         spec = task_for(cfg)
@@ -135,7 +136,7 @@ def build_trainer(cfg: Config, find_unused_parameters: bool = False, spec: TaskS
     if devices * cfg.num_nodes > 1:
         from lightning.pytorch.strategies import DDPStrategy
 
-        strategy = DDPStrategy(find_unused_parameters=find_unused_parameters)
+        strategy = DDPStrategy(find_unused_parameters=spec.find_unused_parameters)
     accelerator = {"cuda": "gpu"}.get(cfg.accelerator, cfg.accelerator)
     if accelerator == "gpu" and not torch.cuda.is_available():
         raise ConfigError("key 'accelerator' is 'gpu' but no GPU is visible; set accelerator=cpu or auto")
