@@ -118,13 +118,5 @@ def resolve_sync_batchnorm(cfg: Config, spec: TaskSpec, gpu: bool) -> bool:
     return bool(cfg.sync_batchnorm)
 
 
-def describe() -> str:
-    """One line per registered task (imports the built-in ones)."""
-    for name in BUILTIN_TASKS:
-        get_task(name)
-    return "\n".join(f"{s.name:12s} {s.module.__qualname__:24s} {s.description}" for s in
-                     (_REGISTRY[n] for n in sorted(_REGISTRY)))
-
-
 __all__ = ["BUILTIN_TASKS", "TaskSpec", "register_task", "get_task", "task_for", "task_names", "check_task_name",
-           "resolve_sync_batchnorm", "describe"]
+           "resolve_sync_batchnorm"]
