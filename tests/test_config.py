@@ -101,10 +101,10 @@ def test_overrides_work_for_every_key(tmp_path: Path):
             new = value / 2 if value else 0.5
         else:
             new = value
-        if key in ("task", "spec_augment", "on_bad_sample", "noise_offset_train", "noise_offset_eval",
+        if key in ("task", "whisper_task", "spec_augment", "on_bad_sample", "noise_offset_train", "noise_offset_eval",
                    "precision", "av_fusion", "accelerator", "monitor_mode", "val_normalizer", "n_mels",
                    "video_model_config", "video_model_mode"):
-            new = {"task": "X-En", "spec_augment": "ls-double", "on_bad_sample": "skip",
+            new = {"task": "flamingo", "whisper_task": "X-En", "spec_augment": "ls-double", "on_bad_sample": "skip",
                    "noise_offset_train": "zero", "noise_offset_eval": "random", "precision": "bf16-mixed",
                    "av_fusion": "separate", "accelerator": "cpu", "monitor_mode": "min",
                    "val_normalizer": "none", "n_mels": 128, "video_model_config": "base",

@@ -13,7 +13,7 @@ from corpus_utils import make_tiny_corpus, tiny_config
 from lightning.fabric.utilities.data import _set_sampler_epoch
 
 from whisper_flamingo.data.audio import load_audio, log_mel, to_unit_range
-from whisper_flamingo.data.datamodule import EpochBatchSampler, MuavicDataModule
+from whisper_flamingo.data.datamodule import AV_EVAL_ORDER, EpochBatchSampler, MuavicDataModule
 from whisper_flamingo.data.dataset import BadItem, SpeechDataset, TokenizerFactory, collate
 from whisper_flamingo.data.manifest import load_split, manifest_spec, read_manifest, resolve_selection
 from whisper_flamingo.data.noise import NoiseBank
@@ -53,7 +53,7 @@ def test_tokens_en_x_and_x_en(tiny_corpus):
     spec = manifest_spec(resolve_selection("multi_en-st"), "es", "test", tiny_corpus)
     ds = _ds(read_manifest(spec)[:1])
     assert ds[0]["prompt"] == [SOT, ES, TRANSCRIBE, NOTS]
-    x_en = load_split(tiny_config(tiny_corpus, lang="es", task="X-En"), "test").records
+    x_en = load_split(tiny_config(tiny_corpus, lang="es", whisper_task="X-En"), "test").records
     item = _ds(x_en[:1])[0]
     assert item["prompt"] == [SOT, ES, TRANSLATE, NOTS] and item["task"] == "translate"
 
@@ -196,7 +196,7 @@ def test_datamodule_val_loaders(dm):
 
 
 def test_datamodule_stage2_order_and_no_noise(tiny_corpus, caplog):
-    m = MuavicDataModule(tiny_config(tiny_corpus), 80, True, stage=2, load_video=False)  # this corpus has no video
+    m = MuavicDataModule(tiny_config(tiny_corpus), 80, True, eval_order=AV_EVAL_ORDER, noise_name="en_babble")
     m.setup()
     assert m.val_names == ["test_noisy_en_babble", "test", "val_noisy_en_babble", "val"]
     cfg = tiny_config(tiny_corpus, noise_fn="", noise_fn_val="", noise_fn_test="")

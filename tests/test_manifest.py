@@ -56,7 +56,7 @@ def test_multi_en_st_is_en_x(tiny_corpus):
 
 
 def test_x_en_uses_translate(tiny_corpus):
-    cfg = tiny_config(tiny_corpus, lang="es", task="X-En")
+    cfg = tiny_config(tiny_corpus, lang="es", whisper_task="X-En")
     recs = load_split(cfg, "valid").records
     assert len(recs) == 4
     assert {(r.lang, r.task) for r in recs} == {("es", "translate")}
@@ -237,7 +237,7 @@ def test_length_filters(tiny_corpus):
 
 def test_reduce_val(tiny_corpus):
     cfg = tiny_config(tiny_corpus, lang="multi_en-st")
-    sel = resolve_selection(cfg.lang, cfg.task, cfg.reduce_val)
+    sel = resolve_selection(cfg.lang, cfg.whisper_task, cfg.reduce_val)
     assert sel.reduce_val == 200
     for split in ("valid", "test"):
         recs = load_split(tiny_config(tiny_corpus, lang="es", reduce_val=3), split).records

@@ -149,7 +149,7 @@ def test_two_process_ddp_gives_disjoint_batches(setup):
 
     # what each rank should have seen: the same sampler, split over 2 replicas
     cfg = load_config("config/audio/demo.yaml", overrides)
-    dm = MuavicDataModule(cfg, n_mels=80, multilingual=False, stage=1)
+    dm = MuavicDataModule(cfg, n_mels=80, multilingual=False)
     dm.setup("fit")
     ids = [r.id for r in dm.train_dataset.records]
     plans = [LengthBatchSampler(dm.train_dataset.lengths, dm.train_sampler.batch_bins, shuffle=True, drop_last=True,

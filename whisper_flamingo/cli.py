@@ -12,6 +12,7 @@ import logging
 import sys
 
 from whisper_flamingo.errors import WFError, one_line
+from whisper_flamingo.logs import route_library_logs, setup_logging  # noqa: F401 - public names
 
 # subcommand name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -53,46 +54,6 @@ def build_parser(available: list[str] | None = None) -> argparse.ArgumentParser:
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
-
-
-class _StderrHandler(logging.StreamHandler):
-    """A stream handler that always writes to the *current* ``sys.stderr`` (which tests may swap)."""
-
-    @property  # type: ignore[override]
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def setup_logging(level: str = "INFO") -> None:
-    root = logging.getLogger()
-    root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
-    route_library_logs()
-
-
-LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric",
-                   "torchmetrics")
-
-
-def route_library_logs() -> None:
-    """Lightning and friends install their own stderr handlers at import; send their records through ours.
-
-    Call again after importing them (their handlers would otherwise print every line twice, or
-    write to a stream that no longer exists).
-    """
-    for name in LIBRARY_LOGGERS:
-        lg = logging.getLogger(name)
-        for h in list(lg.handlers):
-            if type(h) is logging.StreamHandler:
-                lg.removeHandler(h)
-        lg.propagate = True
 
 
 def run_guarded(fn, args, debug: bool) -> int:

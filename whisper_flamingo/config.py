@@ -35,8 +35,12 @@ PATH_KEYS = (
 #: ``lang`` values with a special meaning (anything else is a single language code)
 LANG_MODES = ("en", "lrs2", "multi_en-st", "multi-all", "multi")
 
+#: ``whisper_task`` values (the original's ``--task``); a ``task`` key with one of these (our
+#: earlier meaning of ``task``) is read as ``whisper_task``
+WHISPER_TASKS = ("auto", "transcribe", "En-X", "X-En")
+
 CHOICES: dict[str, tuple[Any, ...]] = {
-    "task": ("auto", "transcribe", "En-X", "X-En"),
+    "whisper_task": WHISPER_TASKS,
     "spec_augment": ("", "ls-basic", "ls-double"),
     "on_bad_sample": ("error", "skip"),
     "noise_offset_train": ("zero", "random"),
@@ -72,6 +76,12 @@ class Config:
         "Resume from <check_output_dir>/<train_id>/last.ckpt when it exists."))
     seed: int = field(default=3407, metadata=_doc("Global seed (data order, noise, augmentation)."))
 
+    # ----- what is trained -----
+    task: str = field(default="auto", metadata=_doc(
+        "Training task (whisper_flamingo.tasks.registry): asr (stage 1, audio-only Whisper) or flamingo "
+        "(stage 2, Whisper-Flamingo); auto = flamingo when add_gated_x_attn is set or av_fusion is separate / "
+        "lip-reader, else asr (as the original chose its script)."))
+
     # ----- model -----
     model_name: str = field(default="small", metadata=_doc(
         "OpenAI Whisper name (tiny.en ... large-v3) or path of an openai-whisper .pt / CTranslate2 / "
@@ -92,8 +102,8 @@ class Config:
         "Folder with LRS2 {train,valid,test}.tsv and .wrd label files (lang: lrs2)."))
     lang: str = field(default="en", metadata=_doc(
         "Data selection: en, lrs2, multi_en-st, multi-all, multi, or one language code."))
-    task: str = field(default="auto", metadata=_doc(
-        "transcribe, En-X or X-En; auto = En-X for multi_en-st, else transcribe."))
+    whisper_task: str = field(default="auto", metadata=_doc(
+        "What Whisper is asked to do: transcribe, En-X or X-En; auto = En-X for multi_en-st, else transcribe."))
     vc2: bool = field(default=False, metadata=_doc("Use a VoxCeleb2-augmented training manifest."))
     vc2_path: str = field(default="", metadata=_doc("Folder of the VoxCeleb2-augmented train.tsv/.en."))
     audio_max_length: int = field(default=480000, metadata=_doc(
@@ -160,6 +170,9 @@ class Config:
     monitor_mode: str = field(default="max", metadata=_doc("max or min for monitor."))
     checkpoint_every_n_steps: int = field(default=5000, metadata=_doc(
         "Also keep a 'latest' checkpoint every N optimizer steps (and refresh last.ckpt)."))
+    sync_batchnorm: bool | None = field(default=None, metadata=_doc(
+        "Synchronise BatchNorm statistics across DDP ranks (the video encoder's); null = the task's default, "
+        "as the original: on for flamingo, off for asr. It takes effect on GPUs only (torch's SyncBatchNorm)."))
     log_every_n_steps: int = field(default=50, metadata=_doc("Training-loss logging interval."))
     trace_batches_dir: str = field(default="", metadata=_doc(
         "Debugging data order: append the ids of every training batch to <dir>/rank<k>.txt."))
@@ -201,9 +214,16 @@ class Config:
         return bool(self.add_gated_x_attn) or self.av_fusion in ("separate", "lip-reader")
 
     @property
-    def resolved_task(self) -> str:
+    def task_name(self) -> str:
+        """The training task: ``task``, or for ``auto`` the one the audio-visual keys imply."""
         if self.task != "auto":
             return self.task
+        return "flamingo" if self.is_audio_visual else "asr"
+
+    @property
+    def resolved_whisper_task(self) -> str:
+        if self.whisper_task != "auto":
+            return self.whisper_task
         return "En-X" if self.lang == "multi_en-st" else "transcribe"
 
     @property
@@ -296,6 +316,15 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
 def suggest(key: str) -> str:
     close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else " (see `whisper-flamingo train --help-keys`)"
+
+
+def legacy_key(key: str, value: Any) -> str:
+    """The key a value belongs to: ``task: transcribe | En-X | X-En`` (our earlier meaning of ``task``)
+    is ``whisper_task``; everything else is itself."""
+    if key == "task" and isinstance(value, str) and value in WHISPER_TASKS[1:]:
+        log.info("key 'task: %s' is read as 'whisper_task: %s' (task now names the training task)", value, value)
+        return "whisper_task"
+    return key
 
 
 def check_value(key: str, value: Any, where: str, from_cli: bool = False) -> Any:
@@ -406,11 +435,13 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         lines = _key_lines(text)
         for key, value in raw.items():
             where = f"{p}:{lines[key]}: " if key in lines else f"{p}: "
-            values[key] = check_value(str(key), value, where)
+            key = legacy_key(str(key), value)
+            values[key] = check_value(key, value, where)
             where_of[key] = where
     for item in overrides:
         key, value = parse_override(item)
         where = f"override '{item}': "
+        key = legacy_key(key, value)
         values[key] = check_value(key, value, where, from_cli=True)
         where_of[key] = where
     cfg = Config(**values)

@@ -26,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("no config given; usage: whisper-flamingo train CONFIG.yaml [key=value ...]")
     cfg = load_config(args.config, args.overrides)
+    from whisper_flamingo.tasks.registry import check_task_name
+
+    check_task_name(cfg.task_name)  # an unknown task fails here, before any model is built
     if args.print_config:
         sys.stdout.write(cfg.to_yaml())
         return 0

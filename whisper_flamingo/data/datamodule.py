@@ -2,16 +2,18 @@
 
 ``setup()`` reads the train/valid/test manifests, runs the header-only audio pre-pass once per
 split (``on_bad_sample``: error stops, skip drops and counts in :attr:`bad_counts`), loads the
-noise banks and builds the datasets and the training batch sampler.  Stage 2 (``stage=2``) also
-checks that every lip video (or, with ``video_feature_dir``, every feature file) exists and is not
-empty, and its samples carry the video (see :class:`~whisper_flamingo.data.dataset.SpeechDataset`).
+noise banks and builds the datasets and the training batch sampler.  With ``video=True`` (the
+flamingo task) it also checks that every lip video (or, with ``video_feature_dir``, every feature
+file) exists and is not empty, and the samples carry the video (see
+:class:`~whisper_flamingo.data.dataset.SpeechDataset`).
 
 Loaders: ``train_dataloader()`` uses :class:`~whisper_flamingo.data.sampler.LengthBatchSampler`
 (``batch_bins = audio_max_length * batch_size``, shuffled, last partial batch dropped, split
 across ranks by the sampler itself: give the Trainer ``use_distributed_sampler=False``).
-``val_dataloader()`` returns noisy and clean validation and test loaders (all ranks see the full
-sets; ``batch_bins = audio_max_length * val_batch_bins_multiplier``, longest batches first); their
-metric prefixes are :attr:`MuavicDataModule.val_names`.
+``val_dataloader()`` returns noisy and clean validation and test loaders in ``eval_order``
+(``batch_bins = audio_max_length * val_batch_bins_multiplier``, longest batches first); under DDP
+each rank gets a disjoint share of every loader's batches, nothing repeated (``even=False``), so
+counts summed over ranks are exact.  Their metric prefixes are :attr:`MuavicDataModule.val_names`.
 
 Epochs: Lightning 2.x calls ``set_epoch`` on ``dataloader.sampler`` and on
 ``dataloader.batch_sampler.sampler`` (not on the batch sampler itself).  The training loader's
@@ -38,6 +40,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from whisper_flamingo.config import Config
 from whisper_flamingo.data.dataset import Collator, SpeechDataset, TokenizerFactory
 from whisper_flamingo.data.manifest import Record, SplitData, check_records, load_split, resolve_selection
 from whisper_flamingo.data.noise import NoiseBank
@@ -146,28 +149,41 @@ def num_languages_for(n_mels: int) -> int:
     return 100 if int(n_mels) == 128 else 99
 
 
+#: evaluation loaders of the asr task (the original stage-1 script's order)
+AUDIO_EVAL_ORDER = ("val_noisy", "val", "test_noisy", "test")
+#: evaluation loaders of the flamingo task (the original stage-2 script's order)
+AV_EVAL_ORDER = ("test_noisy", "test", "val_noisy", "val")
+
+
 class MuavicDataModule(L.LightningDataModule):
     """Train / validation / test data of a config (see module doc).
 
     ``n_mels`` and ``multilingual`` come from the model; ``num_languages`` defaults from
-    ``n_mels`` (:func:`num_languages_for`).  ``stage`` 1 orders the evaluation loaders
-    ``[val_noisy, val, test_noisy, test]``, stage 2 ``[test_noisy, test, val_noisy, val]`` (the
-    originals' orders).  Stage 2 samples carry lip video (``video_feature_dir``: features) unless
-    ``load_video=False`` (default: ``stage == 2``).
+    ``n_mels`` (:func:`num_languages_for`).  ``video``: samples carry lip video (features from
+    ``video_feature_dir`` when that is set).  ``eval_order``: the evaluation loaders, from
+    ``val_noisy``, ``val``, ``test_noisy``, ``test`` (a noisy one only with its noise list);
+    ``noise_name``: their noisy sets' name in metrics unless ``val_noise_name`` is set.
+    ``stage=2`` (older callers) is short for the flamingo task's values.
     """
 
-    def __init__(self, cfg: Any, n_mels: int, multilingual: bool, stage: int = 1,
-                 num_languages: int | None = None, load_video: bool | None = None) -> None:
+    def __init__(self, cfg: Config, n_mels: int, multilingual: bool, *, video: bool = False,
+                 eval_order: Sequence[str] = AUDIO_EVAL_ORDER, noise_name: str = "multi_babble",
+                 num_languages: int | None = None, stage: int | None = None) -> None:
         super().__init__()
+        if stage == 2:
+            video, eval_order, noise_name = True, AV_EVAL_ORDER, "en_babble"
+        unknown = set(eval_order) - set(AUDIO_EVAL_ORDER)
+        if unknown:
+            raise ValueError(f"eval_order: unknown loaders {sorted(unknown)}; use {', '.join(AUDIO_EVAL_ORDER)}")
         self.cfg = cfg
         self.n_mels = int(n_mels)
         self.multilingual = bool(multilingual)
-        self.stage = int(stage)
-        self.load_video = self.stage == 2 if load_video is None else bool(load_video)
+        self.load_video = bool(video)
+        self.eval_order = tuple(eval_order)
+        self.default_noise_name = noise_name
         self.tokenizer_factory = TokenizerFactory(
             self.multilingual, num_languages if num_languages is not None else num_languages_for(n_mels))
-        self.selection = resolve_selection(cfg.lang, getattr(cfg, "task", "auto"),
-                                           getattr(cfg, "reduce_val", None), bool(getattr(cfg, "vc2", False)))
+        self.selection = resolve_selection(cfg.lang, cfg.whisper_task, cfg.reduce_val, cfg.vc2)
         self.splits: dict[str, SplitData] = {}
         self.bad_counts: Counter = Counter()
         self.train_dataset: SpeechDataset | None = None
@@ -180,15 +196,15 @@ class MuavicDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ helpers
     @property
     def noise_name(self) -> str:
-        """``val_noise_name``, else the original's name for the stage (multi_babble / en_babble)."""
-        name = getattr(self.cfg, "val_noise_name", "") or ""
-        return name or ("multi_babble" if self.stage == 1 else "en_babble")
+        """``val_noise_name``, else the task's (the originals': multi_babble stage 1, en_babble stage 2)."""
+        return self.cfg.val_noise_name or self.default_noise_name
 
     def _policy(self) -> str:
-        return getattr(self.cfg, "on_bad_sample", "error")
+        return self.cfg.on_bad_sample
 
     def _load_noise(self, key: str) -> NoiseBank | None:
-        path = getattr(self.cfg, key, "") or ""
+        path = {"noise_fn": self.cfg.noise_fn, "noise_fn_val": self.cfg.noise_fn_val,
+                "noise_fn_test": self.cfg.noise_fn_test}[key]
         if not path:
             logger.warning("%s is empty: %s", key, "training without noise" if key == "noise_fn"
                            else "no noisy evaluation loader")
@@ -200,23 +216,20 @@ class MuavicDataModule(L.LightningDataModule):
     @property
     def video_feature_dir(self) -> str:
         """Where precomputed video features are read (with video only; '' = decode the lip videos)."""
-        return (getattr(self.cfg, "video_feature_dir", "") or "") if self.load_video else ""
+        return self.cfg.video_feature_dir if self.load_video else ""
 
     def _dataset(self, split: str, noise: NoiseBank | None, train: bool) -> SpeechDataset:
         cfg = self.cfg
         records = self.splits[split].records
         video = dict(load_video=self.load_video, video_train=train, video_feature_dir=self.video_feature_dir)
         if train:
-            return SpeechDataset(records, self.tokenizer_factory, self.n_mels, noise=noise,
-                                 snr=getattr(cfg, "noise_snr_train", 0.0),
-                                 noise_prob=getattr(cfg, "noise_prob", 1.0),
-                                 noise_offset=getattr(cfg, "noise_offset_train", "random"),
-                                 spec_augment=getattr(cfg, "spec_augment", ""),
-                                 seed=getattr(cfg, "seed", 3407), on_bad_sample=self._policy(), **video)
-        return SpeechDataset(records, self.tokenizer_factory, self.n_mels, noise=noise,
-                             snr=getattr(cfg, "noise_snr_eval", 0.0), noise_prob=1.0 if noise else 0.0,
-                             noise_offset=getattr(cfg, "noise_offset_eval", "zero"), spec_augment="",
-                             seed=getattr(cfg, "seed", 3407), on_bad_sample=self._policy(), **video)
+            return SpeechDataset(records, self.tokenizer_factory, self.n_mels, noise=noise, snr=cfg.noise_snr_train,
+                                 noise_prob=cfg.noise_prob, noise_offset=cfg.noise_offset_train,
+                                 spec_augment=cfg.spec_augment, seed=cfg.seed, on_bad_sample=self._policy(),
+                                 **video)
+        return SpeechDataset(records, self.tokenizer_factory, self.n_mels, noise=noise, snr=cfg.noise_snr_eval,
+                             noise_prob=1.0 if noise else 0.0, noise_offset=cfg.noise_offset_eval, spec_augment="",
+                             seed=cfg.seed, on_bad_sample=self._policy(), **video)
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -259,21 +272,15 @@ class MuavicDataModule(L.LightningDataModule):
         val_clean = self._dataset("valid", None, train=False)
         test_clean = self._dataset("test", None, train=False)
         name = self.noise_name
-        loaders: list[tuple[str, SpeechDataset]] = []
-        if self.stage == 1:
-            if val_noise is not None:
-                loaders.append((f"val_noisy_{name}", self._dataset("valid", val_noise, train=False)))
-            loaders.append(("val", val_clean))
-            if test_noise is not None:
-                loaders.append((f"test_noisy_{name}", self._dataset("test", test_noise, train=False)))
-            loaders.append(("test", test_clean))
-        else:
-            if test_noise is not None:
-                loaders.append((f"test_noisy_{name}", self._dataset("test", test_noise, train=False)))
-            loaders.append(("test", test_clean))
-            if val_noise is not None:
-                loaders.append((f"val_noisy_{name}", self._dataset("valid", val_noise, train=False)))
-            loaders.append(("val", val_clean))
+        make = {
+            "val_noisy": lambda: (f"val_noisy_{name}", self._dataset("valid", val_noise, train=False))
+            if val_noise is not None else None,
+            "val": lambda: ("val", val_clean),
+            "test_noisy": lambda: (f"test_noisy_{name}", self._dataset("test", test_noise, train=False))
+            if test_noise is not None else None,
+            "test": lambda: ("test", test_clean),
+        }
+        loaders = [x for x in (make[k]() for k in self.eval_order) if x is not None]
         self.eval_datasets = dict(loaders)
         self.val_names = [n for n, _ in loaders]
         self._is_setup = True
@@ -287,7 +294,7 @@ class MuavicDataModule(L.LightningDataModule):
         bins = batch_bins_from_config(self.cfg.audio_max_length, self.cfg.batch_size)
         epoch = self.train_sampler.epoch if self.train_sampler is not None else 0
         self.train_sampler = LengthBatchSampler(self.train_dataset.lengths, bins, shuffle=True,
-                                                drop_last=True, seed=getattr(self.cfg, "seed", 3407),
+                                                drop_last=True, seed=self.cfg.seed,
                                                 num_replicas=world, rank=rank)
         self.train_sampler.set_epoch(epoch)
         logger.info("train: %d batches per epoch on rank %d of %d (batch_bins %d, padding efficiency "
@@ -305,7 +312,7 @@ class MuavicDataModule(L.LightningDataModule):
         return Collator(pad_token=dataset.pad_token, n_mels=self.n_mels, video=dataset.video_kind)
 
     def _loader(self, dataset: SpeechDataset, batch_sampler) -> DataLoader:
-        workers = int(getattr(self.cfg, "num_worker", 0))
+        workers = self.cfg.num_worker
         return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
                           collate_fn=self._collator(dataset), persistent_workers=False,
                           pin_memory=torch.cuda.is_available())
@@ -318,18 +325,27 @@ class MuavicDataModule(L.LightningDataModule):
         assert self.train_dataset is not None and self.train_sampler is not None
         return self._loader(self.train_dataset, EpochBatchSampler(self.train_sampler, self.train_dataset))
 
-    def _eval_loader(self, dataset: SpeechDataset) -> DataLoader:
-        mult = float(getattr(self.cfg, "val_batch_bins_multiplier", 8))
-        bins = max(1, int(math.floor(self.cfg.audio_max_length * mult)))
-        sampler = LengthBatchSampler(dataset.lengths, bins, shuffle=False, drop_last=False,
-                                     order="descending")
-        return self._loader(dataset, sampler)
+    def eval_sampler(self, dataset: SpeechDataset) -> LengthBatchSampler:
+        """Longest batches first; under DDP this rank's disjoint share (nothing repeated)."""
+        bins = max(1, int(math.floor(self.cfg.audio_max_length * self.cfg.val_batch_bins_multiplier)))
+        world, rank = self._world()
+        return LengthBatchSampler(dataset.lengths, bins, shuffle=False, drop_last=False, order="descending",
+                                  num_replicas=world, rank=rank, even=False)
 
     def val_dataloader(self) -> list[DataLoader]:
-        """Evaluation loaders in the order of :attr:`val_names`."""
+        """Evaluation loaders in the order of :attr:`val_names` (this rank's share of each)."""
         if not self._is_setup:
             self.setup("validate")
-        return [self._eval_loader(self.eval_datasets[n]) for n in self.val_names]
+        loaders = []
+        for name in self.val_names:
+            dataset = self.eval_datasets[name]
+            sampler = self.eval_sampler(dataset)
+            if sampler.num_replicas > 1:
+                logger.info("%s: rank %d of %d validates %d of %d utterances (%d batches)", name, sampler.rank,
+                            sampler.num_replicas, sum(len(b) for b in sampler.rank_batches()), len(dataset),
+                            len(sampler))
+            loaders.append(self._loader(dataset, sampler))
+        return loaders
 
     def test_dataloader(self) -> list[DataLoader]:
         """The same loaders as :meth:`val_dataloader`."""

@@ -306,12 +306,12 @@ def filter_records(records: Sequence[Record], split: str, *, audio_max_length: i
 def load_split(cfg, split: str, *, on_bad_sample: str | None = None, reduce: bool = True) -> SplitData:
     """All records of ``split`` for the data selection of ``cfg`` (languages concatenated).
 
-    ``cfg`` needs ``muavic_root, lrs2_root, lang, task, vc2, vc2_path, audio_max_length,
+    ``cfg`` needs ``muavic_root, lrs2_root, lang, whisper_task, vc2, vc2_path, audio_max_length,
     text_max_length, audio_max_length_val, reduce_val, on_bad_sample``.  ``reduce=False`` keeps
     the whole valid/test sets (decoding).
     """
     policy = on_bad_sample or getattr(cfg, "on_bad_sample", "error")
-    sel = resolve_selection(cfg.lang, getattr(cfg, "task", "auto"), getattr(cfg, "reduce_val", None),
+    sel = resolve_selection(cfg.lang, getattr(cfg, "whisper_task", "auto"), getattr(cfg, "reduce_val", None),
                             bool(getattr(cfg, "vc2", False)))
     data = SplitData([])
     for lang in sel.langs:

@@ -20,10 +20,14 @@ otherwise ``order="ascending"`` (shortest batches first) or ``"descending"`` (lo
 validation, test and decoding).
 
 Distributed: the ordered list is split across ``num_replicas`` ranks by striding (rank ``r`` takes
-batches ``r, r + R, ...``).  When the count is not divisible by ``R`` the list is first padded by
-repeating batches from its start (as ``DistributedSampler(drop_last=False)`` does), so every rank
-has the same number of batches, ranks are disjoint apart from those few repeated batches, and no
-batch is ever left out.
+batches ``r, r + R, ...``).  For training (``even=True``), when the count is not divisible by ``R``
+the list is first padded by repeating batches from its start (as
+``DistributedSampler(drop_last=False)`` does), so every rank has the same number of batches, ranks
+are disjoint apart from those few repeated batches, and no batch is ever left out.  For evaluation
+(``even=False``) nothing is repeated: the ranks' shares are disjoint and together hold every item
+exactly once (counts summed over ranks are exact), and the first ``count % R`` ranks get one batch
+more than the others; a rank whose share is empty gets one empty batch, so that every rank runs the
+evaluation loop (and the collectives at its end).
 
 Resuming: :meth:`state_dict` records the epoch and how many batches this rank has consumed in it;
 after :meth:`load_state_dict` the next iteration of that epoch skips those batches.  The iterator
@@ -92,13 +96,13 @@ class LengthBatchSampler(Sampler[list[int]]):
     """Yields lists of dataset indices whose padded length fits ``batch_bins`` (see module doc).
 
     ``lengths[i]`` is item ``i``'s length (audio samples).  ``len(sampler)`` is the number of
-    batches of *this* rank per epoch (the same on every rank).  Call :meth:`set_epoch` before each
+    batches of *this* rank per epoch (the same on every rank when ``even``).  Call :meth:`set_epoch` before each
     epoch (Lightning does when it finds the method on the batch sampler).
     """
 
     def __init__(self, lengths: Sequence[int], batch_bins: float, *, shuffle: bool, drop_last: bool,
                  seed: int = 0, num_replicas: int = 1, rank: int = 0, min_batch_size: int = 1,
-                 order: str = "descending") -> None:
+                 order: str = "descending", even: bool = True) -> None:
         if batch_bins <= 0:
             raise ConfigError(f"batch_size: batch_bins must be positive, got {batch_bins}")
         if order not in ORDERS:
@@ -119,6 +123,7 @@ class LengthBatchSampler(Sampler[list[int]]):
         self.rank = int(rank)
         self.min_batch_size = int(min_batch_size)
         self.order = order
+        self.even = bool(even)
         self.batches = build_batches(lens, batch_bins, drop_last=self.drop_last,
                                      min_batch_size=self.min_batch_size)
         self.epoch = 0
@@ -136,15 +141,22 @@ class LengthBatchSampler(Sampler[list[int]]):
         return list(self.batches) if self.order == "ascending" else self.batches[::-1]
 
     def rank_batches(self) -> list[list[int]]:
-        """This rank's batches for the current epoch (padded so that all ranks have ``len(self)``)."""
+        """This rank's batches for the current epoch (with ``even``, padded so that all ranks have
+        ``len(self)``; without, a disjoint share)."""
         batches = self.epoch_batches()
-        if self.num_replicas == 1 or not batches:
+        if self.num_replicas == 1:
+            return batches
+        if not self.even:
+            return batches[self.rank::self.num_replicas] or [[]]
+        if not batches:
             return batches
         total = len(self) * self.num_replicas
         padded = (batches * math.ceil(total / len(batches)))[:total]
         return padded[self.rank::self.num_replicas]
 
     def __len__(self) -> int:
+        if not self.even and self.num_replicas > 1:
+            return max(1, len(range(self.rank, len(self.batches), self.num_replicas)))
         return math.ceil(len(self.batches) / self.num_replicas)
 
     def __iter__(self) -> Iterator[list[int]]:

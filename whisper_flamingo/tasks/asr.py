@@ -7,7 +7,16 @@ The module owns the loss, the metrics, the optimizer groups and the schedule; th
 Validation logs, per loader (``val``, ``val_noisy_<noise>``, ``test``, ``test_noisy_<noise>``):
 teacher-forced ``loss`` and token ``acc`` and, with ``val_decode``, corpus-level ``wer``/``cer`` of
 real batched greedy decoding.  Counts are summed over all batches (and DDP ranks) before dividing,
-unlike the original, which averaged per-batch rates of teacher-forced argmax outputs.
+unlike the original, which averaged per-batch rates of teacher-forced argmax outputs.  Under DDP
+each rank validates a disjoint share of every loader (the data module's evaluation sampler), so the
+summed counts cover every utterance exactly once; the per-rank utterance counts are logged and kept
+in :attr:`WhisperASRTask.val_utterances`.
+
+Bad samples dropped under ``on_bad_sample: skip`` are counted per reason, separately for training
+and validation, summed over ranks (every rank takes part in the gather, skips or not) and logged as
+``train/skipped_<reason>`` (at the end of each training epoch) and ``val/skipped_<reason>``.  A
+training batch left with no usable sample gives no step on a single device; under DDP it gives a
+zero loss over every trainable parameter, so that the rank still joins the gradient all-reduce.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -23,8 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from whisper_flamingo.config import Config
-from whisper_flamingo.models import params
+from whisper_flamingo.errors import ConfigError
 from whisper_flamingo.models.params import human
+from whisper_flamingo.tasks.registry import register_task
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +82,46 @@ def token_accuracy(logits: torch.Tensor, labels: torch.Tensor, skip: int) -> tup
     return int(correct), int(mask.sum().item())
 
 
-class WhisperASRTask(pl.LightningModule):
-    """Fine-tune all Whisper parameters with teacher-forced cross-entropy."""
+def build_whisper(cfg: Config) -> nn.Module:
+    """The Whisper model named by ``model_name``, initialised from ``pt_ckpt`` when given (the asr
+    task's model builder)."""
+    from whisper_flamingo.checkpoints import load_stage1_checkpoint, load_whisper
 
-    def __init__(self, cfg: Config, model: nn.Module, tokenizer: Any, val_names: list[str]) -> None:
+    model = load_whisper(cfg.model_name, download_root=cfg.whisper_download_root)
+    if cfg.n_mels and cfg.n_mels != model.dims.n_mels:
+        raise ConfigError(f"key 'n_mels' is {cfg.n_mels} but model '{cfg.model_name}' takes "
+                          f"{model.dims.n_mels} mel bins; remove n_mels or set it to {model.dims.n_mels}")
+    if cfg.pt_ckpt:
+        load_stage1_checkpoint(model, cfg.pt_ckpt)
+        log.info("initialised Whisper from %s", cfg.pt_ckpt)
+    return model
+
+
+def whisper_tokenizer(model: nn.Module) -> Any:
+    """The model's Whisper tokenizer (multilingual or English-only, as the model)."""
+    from whisper.tokenizer import get_tokenizer
+
+    return get_tokenizer(model.is_multilingual, num_languages=model.num_languages, task="transcribe")
+
+
+def asr_datamodule(cfg: Config, model: nn.Module) -> pl.LightningDataModule:
+    """Audio-only data, evaluation loaders in the original stage-1 order."""
+    from whisper_flamingo.data.datamodule import AUDIO_EVAL_ORDER, MuavicDataModule
+
+    return MuavicDataModule(cfg, n_mels=model.dims.n_mels, multilingual=model.is_multilingual, video=False,
+                            eval_order=AUDIO_EVAL_ORDER, noise_name="multi_babble")
+
+
+class WhisperASRTask(pl.LightningModule):
+    """Fine-tune all Whisper parameters with teacher-forced cross-entropy.
+
+    ``tokenizer``: the model's own (:func:`whisper_tokenizer`) when not given.
+    """
+
+    def __init__(self, cfg: Config, model: nn.Module, tokenizer: Any = None, val_names: Sequence[str] = ()) -> None:
         super().__init__()
+        if tokenizer is None:
+            tokenizer = whisper_tokenizer(model)
         self.cfg = cfg
         self.model = model
         # the dims let `whisper-flamingo convert` rebuild the model from a Lightning checkpoint
@@ -84,8 +130,10 @@ class WhisperASRTask(pl.LightningModule):
                                    "config": cfg.to_dict()})
         self.tokenizer = tokenizer
         self.val_names = list(val_names)
-        self.skipped: Counter[str] = Counter()
-        self._val: dict[int, dict[str, Any]] = {}
+        self.skipped: dict[str, Counter[str]] = {"train": Counter(), "val": Counter()}
+        #: loader name -> utterances validated by each rank in the last validation
+        self.val_utterances: dict[str, list[int]] = {}
+        self._val: dict[Any, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ training
     def forward(self, mel: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -105,12 +153,22 @@ class WhisperASRTask(pl.LightningModule):
         if sampler is not None:
             sampler.set_consumed(batch_idx + 1)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+    def count_bad(self, batch: dict[str, Any], stage: str) -> bool:
+        """Count the batch's dropped samples under ``stage``; True when no usable sample is left."""
         for _, reason in batch.get("bad", []):
-            self.skipped[reason] += 1
-        if batch["mel"].shape[0] == 0:
-            log.warning("training batch %d has no usable sample; skipped", batch_idx)
+            self.skipped[stage][reason] += 1
+        return batch["mel"].shape[0] == 0
+
+    def empty_step(self, batch_idx: int) -> torch.Tensor | None:
+        """What a training step returns for a batch with no usable sample (module doc)."""
+        log.warning("training batch %d has no usable sample; skipped", batch_idx)
+        if self.trainer.world_size <= 1:
             return None
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if self.count_bad(batch, "train"):
+            return self.empty_step(batch_idx)
         loss, _ = self._loss(batch)
         self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=batch["mel"].shape[0])
         return loss
@@ -119,17 +177,20 @@ class WhisperASRTask(pl.LightningModule):
         self._log_skipped("train")
 
     def _log_skipped(self, stage: str) -> None:
-        total = Counter(self.skipped)
-        if self.trainer.world_size > 1:  # ranks may skip different reasons: gather them by name
+        """Sum ``stage``'s skip counts over ranks and log them; every rank must call it (a collective)."""
+        mine = self.skipped[stage]
+        total = Counter(mine)
+        if self.trainer.world_size > 1:  # ranks may skip different reasons, or none: gather them by name
             gathered: list[dict[str, int]] = [{} for _ in range(self.trainer.world_size)]
-            torch.distributed.all_gather_object(gathered, dict(self.skipped))
+            torch.distributed.all_gather_object(gathered, dict(mine))
             total = sum((Counter(g) for g in gathered), Counter())
         if total:
-            log.warning("%s: skipped bad samples this epoch: %s", stage,
-                        ", ".join(f"{k}={int(v)}" for k, v in sorted(total.items())))
+            if self.trainer.is_global_zero:
+                log.warning("%s: skipped bad samples: %s", stage,
+                            ", ".join(f"{k}={int(v)}" for k, v in sorted(total.items())))
             for reason, n in total.items():
                 self.log(f"{stage}/skipped_{reason}", float(n), rank_zero_only=True)
-        self.skipped.clear()
+        mine.clear()
 
     # ------------------------------------------------------------------ validation
     def _name(self, dataloader_idx: int) -> str:
@@ -140,13 +201,21 @@ class WhisperASRTask(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val = {}
 
+    def _new_acc(self) -> dict[str, Any]:
+        return {"loss_sum": 0.0, "tokens": 0, "correct": 0, "counted": 0, "utterances": 0, "refs": [], "hyps": [],
+                "langs": []}
+
+    def num_eval_loaders(self) -> int:
+        """Evaluation loaders of this run (the same on every rank, whatever each rank's share)."""
+        n = len(getattr(self.trainer, "num_val_batches", []) or [])
+        return max(n, len(self.val_names), 1 + max((k if isinstance(k, int) else k[0] for k in self._val),
+                                                   default=-1))
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        acc = self._val.setdefault(dataloader_idx, {"loss_sum": 0.0, "tokens": 0, "correct": 0,
-                                                    "counted": 0, "refs": [], "hyps": [], "langs": []})
-        for _, reason in batch.get("bad", []):
-            self.skipped[reason] += 1
-        if batch["mel"].shape[0] == 0:
+        acc = self._val.setdefault(dataloader_idx, self._new_acc())
+        if self.count_bad(batch, "val"):
             return
+        acc["utterances"] += int(batch["mel"].shape[0])
         logits = self.model(batch["mel"], batch["dec_input"])
         labels = batch["labels"]
         n_tok = int((labels != IGNORE_INDEX).sum().item())
@@ -175,9 +244,10 @@ class WhisperASRTask(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         from whisper_flamingo.decoding.scoring import wer_cer
 
-        for idx in sorted(self._val):
-            acc = self._gather(self._val[idx])
+        for idx in range(self.num_eval_loaders()):  # every rank gathers every loader, in the same order
+            acc = self._gather(self._val.get(idx, self._new_acc()))
             name = self._name(idx)
+            self._record_utterances(name, acc)
             loss = acc["loss_sum"] / max(1, acc["tokens"])
             self.log(f"{name}/loss", loss, sync_dist=False)
             self.log(f"{name}/acc", acc["correct"] / max(1, acc["counted"]), sync_dist=False)
@@ -188,20 +258,29 @@ class WhisperASRTask(pl.LightningModule):
                 self.log(f"{name}/cer", float(scores["cer"]), sync_dist=False)
                 if acc["refs"]:
                     log.info("%s example: REF: %s | HYP: %s", name, acc["refs"][0], acc["hyps"][0])
-        if self.skipped:
-            self._log_skipped("val")
+        self._log_skipped("val")
         self._val = {}
 
+    def _record_utterances(self, name: str, acc: dict[str, Any]) -> None:
+        """Keep (and log) how many utterances of loader ``name`` each rank validated."""
+        per_rank = list(acc.get("rank_utterances", [acc["utterances"]]))
+        self.val_utterances[name] = per_rank
+        if self.trainer.is_global_zero:
+            log.info("%s: %d utterances validated (per rank: %s)", name, sum(per_rank),
+                     " ".join(str(n) for n in per_rank))
+
     def _gather(self, acc: dict[str, Any]) -> dict[str, Any]:
-        """Sum the numbers and concatenate the lists of ``acc`` over DDP ranks (disjoint batches)."""
+        """Sum the numbers and concatenate the lists of ``acc`` over DDP ranks (disjoint shares);
+        ``rank_utterances`` lists each rank's ``utterances``."""
         if self.trainer.world_size <= 1:
-            return acc
+            return dict(acc, rank_utterances=[acc.get("utterances", 0)])
         gathered: list[dict[str, Any]] = [{} for _ in range(self.trainer.world_size)]
         torch.distributed.all_gather_object(gathered, acc)
         out: dict[str, Any] = {k: type(v)() for k, v in acc.items()}
         for g in gathered:
             for k in out:
                 out[k] = out[k] + g.get(k, type(out[k])())
+        out["rank_utterances"] = [int(g.get("utterances", 0)) for g in gathered]
         return out
 
     # ------------------------------------------------------------------ optimisation
@@ -223,11 +302,10 @@ class WhisperASRTask(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
 
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """``(total, trainable)`` for tasks/run.py, which the task-registry part rewrites (it should call
-    :func:`whisper_flamingo.models.params.count_parameters` directly; then delete this)."""
-    return params.count_parameters(model), params.count_parameters(model, trainable=True)
+register_task("asr", module=WhisperASRTask, datamodule=asr_datamodule, model_builder=build_whisper,
+              find_unused_parameters=False, sync_batchnorm=False,
+              description="stage 1: fine-tune audio-only Whisper (the original whisper_ft_muavic.py)")
 
-
-__all__ = ["WhisperASRTask", "no_decay_parameter_names", "linear_warmup_decay", "token_accuracy",
-           "count_parameters", "human"]
+__all__ = ["WhisperASRTask", "build_whisper", "whisper_tokenizer", "asr_datamodule",
+           "no_decay_parameter_names", "linear_warmup_decay", "token_accuracy",
+           "human"]

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,7 +45,8 @@ from whisper_flamingo.models.flamingo import (
     modality_rng,
 )
 from whisper_flamingo.models.params import count_parameters, human
-from whisper_flamingo.tasks.asr import IGNORE_INDEX, WhisperASRTask, token_accuracy
+from whisper_flamingo.tasks.asr import IGNORE_INDEX, WhisperASRTask, build_whisper, token_accuracy
+from whisper_flamingo.tasks.registry import register_task
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +109,27 @@ def video_ctc_loss(logits: torch.Tensor, padding_mask: torch.Tensor | None, text
 
 
 
+def build_flamingo(cfg: Config) -> WhisperFlamingo:
+    """The flamingo task's model: the asr task's Whisper (``model_name`` + ``pt_ckpt``) wrapped by
+    :func:`~whisper_flamingo.checkpoints.flamingo.build_stage2_model`."""
+    from whisper_flamingo.checkpoints.flamingo import build_stage2_model
+
+    return build_stage2_model(cfg, build_whisper(cfg))
+
+
+def flamingo_datamodule(cfg: Config, model: nn.Module) -> pl.LightningDataModule:
+    """Audio + lip video (or video features), evaluation loaders in the original stage-2 order."""
+    from whisper_flamingo.data.datamodule import AV_EVAL_ORDER, MuavicDataModule
+
+    return MuavicDataModule(cfg, n_mels=model.dims.n_mels, multilingual=model.is_multilingual, video=True,
+                            eval_order=AV_EVAL_ORDER, noise_name="en_babble")
+
+
 class WhisperFlamingoTask(WhisperASRTask):
     """Train the gated layers + video projection (+ video encoder) of a Whisper-Flamingo model."""
 
-    def __init__(self, cfg: Config, model: WhisperFlamingo, tokenizer: Any, val_names: list[str]) -> None:
+    def __init__(self, cfg: Config, model: WhisperFlamingo, tokenizer: Any = None,
+                 val_names: Sequence[str] = ()) -> None:
         super().__init__(cfg, model, tokenizer, val_names)
         self.trainable_names = configure_trainable(model, cfg)
         total, trainable = count_parameters(model), count_parameters(model, trainable=True)
@@ -165,11 +185,8 @@ class WhisperFlamingoTask(WhisperASRTask):
             video_model.eval()  # running BN statistics kept (and dropout off), as the original flag
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        for _, reason in batch.get("bad", []):
-            self.skipped[reason] += 1
-        if batch["mel"].shape[0] == 0:
-            log.warning("training batch %d has no usable sample; skipped", batch_idx)
-            return None
+        if self.count_bad(batch, "train"):
+            return self.empty_step(batch_idx)
         modality = self.modality_for_step(self.global_step)
         self.modality_counts[modality] += 1
         n = batch["mel"].shape[0]
@@ -185,8 +202,8 @@ class WhisperFlamingoTask(WhisperASRTask):
 
     # ------------------------------------------------------------------ validation
     def _new_acc(self) -> dict[str, Any]:
-        return {"loss_sum": 0.0, "tokens": 0, "correct": 0, "counted": 0, "refs": [], "hyps": [], "langs": [],
-                "x_norm": 0.0, "x_v_norm_pre": 0.0, "x_v_norm_post": 0.0, "x_frames": 0, "v_frames": 0}
+        return {"loss_sum": 0.0, "tokens": 0, "correct": 0, "counted": 0, "utterances": 0, "refs": [], "hyps": [],
+                "langs": [], "x_norm": 0.0, "x_v_norm_pre": 0.0, "x_v_norm_post": 0.0, "x_frames": 0, "v_frames": 0}
 
     @torch.no_grad()
     def encode_modalities(self, batch: dict[str, Any]) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]],
@@ -221,9 +238,7 @@ class WhisperFlamingoTask(WhisperASRTask):
         return out, norms
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        for _, reason in batch.get("bad", []):
-            self.skipped[reason] += 1
-        if batch["mel"].shape[0] == 0:
+        if self.count_bad(batch, "val"):
             return
         streams, norms = self.encode_modalities(batch)
         labels = batch["labels"]
@@ -236,6 +251,7 @@ class WhisperFlamingoTask(WhisperASRTask):
                                    reduction="sum")
             acc["loss_sum"] += float(loss.item())
             acc["tokens"] += n_tok
+            acc["utterances"] += int(labels.shape[0])
             correct, counted = token_accuracy(logits, labels, skip)
             acc["correct"] += correct
             acc["counted"] += counted
@@ -259,12 +275,14 @@ class WhisperFlamingoTask(WhisperASRTask):
         from whisper_flamingo.decoding.scoring import wer_cer
 
         # every rank gathers the same (loader, modality) keys in the same order
-        for idx in range(max(len(self.val_names), 1 + max((k[0] for k in self._val), default=-1))):
+        for idx in range(self.num_eval_loaders()):
             for modality in MODALITIES:
                 acc = self._gather(self._val.get((idx, modality), self._new_acc()))
+                name = self._name(idx)
+                if modality == "av":
+                    self._record_utterances(name, acc)
                 if acc["tokens"] == 0:
                     continue
-                name = self._name(idx)
                 self.log(f"{name}/loss_{modality}", acc["loss_sum"] / acc["tokens"], sync_dist=False)
                 self.log(f"{name}/acc_{modality}", acc["correct"] / max(1, acc["counted"]), sync_dist=False)
                 if self.cfg.val_decode and acc["refs"]:
@@ -278,8 +296,7 @@ class WhisperFlamingoTask(WhisperASRTask):
                     if acc["v_frames"]:
                         self.log("val/x_v_norm_pre", acc["x_v_norm_pre"] / acc["v_frames"], sync_dist=False)
                         self.log("val/x_v_norm_post", acc["x_v_norm_post"] / acc["v_frames"], sync_dist=False)
-        if self.skipped:
-            self._log_skipped("val")
+        self._log_skipped("val")
         self._val = {}
 
     # ------------------------------------------------------------------ optimisation
@@ -304,5 +321,13 @@ class WhisperFlamingoTask(WhisperASRTask):
         return out
 
 
-__all__ = ["WhisperFlamingoTask", "configure_trainable", "trainable_parameter_names", "MODALITY_CODES",
+# a dropped modality leaves parameters without gradients: DDP must allow it (as the original);
+# the original also set sync_batchnorm for this stage
+register_task("flamingo", module=WhisperFlamingoTask, datamodule=flamingo_datamodule, model_builder=build_flamingo,
+              find_unused_parameters=True, sync_batchnorm=True,
+              description="stage 2: Whisper-Flamingo, gated cross-attention over lip video "
+                          "(the original whisper_ft_muavic_video.py)")
+
+__all__ = ["WhisperFlamingoTask", "build_flamingo", "flamingo_datamodule",
+           "configure_trainable", "trainable_parameter_names", "MODALITY_CODES",
            "video_ctc_loss", "CTC_CLASSES"]

@@ -17,6 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from whisper_flamingo.config import Config
 from whisper_flamingo.errors import ConfigError
+from whisper_flamingo.tasks.registry import TaskSpec, resolve_sync_batchnorm, task_for
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,14 @@ def build_callbacks(cfg: Config) -> list[Callback]:
     return callbacks
 
 
-def build_trainer(cfg: Config, find_unused_parameters: bool = False) -> pl.Trainer:
-    """A Trainer configured from the config: devices, precision, DDP, logging and checkpoints."""
+def build_trainer(cfg: Config, spec: TaskSpec | None = None) -> pl.Trainer:
+    """A Trainer configured from the config: devices, precision, DDP, logging and checkpoints.
+
+    ``spec``: the task (default: the config's); it says whether DDP must allow unused parameters,
+    and its ``sync_batchnorm`` applies when the key is null.
+    """
+    if spec is None:
+        spec = task_for(cfg)
     # Lightning warns that a mid-epoch resume is unreliable unless the DataLoader itself is stateful;
     # ours is resumed exactly through the data module's state (the batch sampler), so the warning is wrong.
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
@@ -129,10 +136,11 @@ def build_trainer(cfg: Config, find_unused_parameters: bool = False) -> pl.Train
     if devices * cfg.num_nodes > 1:
         from lightning.pytorch.strategies import DDPStrategy
 
-        strategy = DDPStrategy(find_unused_parameters=find_unused_parameters)
+        strategy = DDPStrategy(find_unused_parameters=spec.find_unused_parameters)
     accelerator = {"cuda": "gpu"}.get(cfg.accelerator, cfg.accelerator)
     if accelerator == "gpu" and not torch.cuda.is_available():
         raise ConfigError("key 'accelerator' is 'gpu' but no GPU is visible; set accelerator=cpu or auto")
+    sync_batchnorm = resolve_sync_batchnorm(cfg, spec, _use_gpu(cfg))
     logger = TensorBoardLogger(save_dir=cfg.log_output_dir, name=cfg.train_name, version=cfg.train_id,
                                default_hp_metric=False)
     return pl.Trainer(
@@ -149,6 +157,7 @@ def build_trainer(cfg: Config, find_unused_parameters: bool = False) -> pl.Train
         check_val_every_n_epoch=None,
         limit_val_batches=cfg.limit_val_batches or None,
         num_sanity_val_steps=0,
+        sync_batchnorm=sync_batchnorm,
         use_distributed_sampler=False,
         logger=logger,
         callbacks=build_callbacks(cfg),
