@@ -207,3 +207,31 @@ def test_original_whisper_decodes_padded_30s_windows(tiny_corpus, tiny_ckpt, tmp
     assert summary["provenance"]["padded_30s"] is True and summary["provenance"]["checkpoint"] is None
     out = tmp_path / "out" / "tiny" / "en" / "test" / "asr" / "snr-1000" / "visible-0" / "beam-1" / "none"
     assert (out / "wer.368862").exists() and summary["utterances"] == 2
+
+
+def test_runaway_guard_is_off_by_default_and_recorded(tiny_corpus, tiny_ckpt, tmp_path, capsys):
+    """Default: the original's 224-token allowance and no loop stop; ``--runaway-guard``: a budget from the
+    duration (and the loop stop); both recorded in summary.json; a resume may not switch it."""
+    common = ["--lang", "en", "--model-type", "tiny", "--checkpoint-path", str(tiny_ckpt), "--muavic-root",
+              str(tiny_corpus), "--modalities", "asr", "--fp16", "0", "--max-utterances", "3"]
+    summaries, rows = {}, {}
+    for name, extra in (("off", []), ("on", ["--runaway-guard"])):
+        out = tmp_path / name
+        assert whisper_decode_video.main([*common, "--decode-path", str(out), *extra]) == 0, capsys.readouterr().err
+        (path,) = out.rglob("summary.json")
+        summaries[name] = json.loads(path.read_text())
+        rows[name] = _rows(path.parent / "utterances.jsonl")
+    assert summaries["off"]["provenance"]["runaway_guard"] is False
+    assert summaries["on"]["provenance"]["runaway_guard"] is True
+    off, on = rows["off"], rows["on"]
+    budget = SearchOptions(runaway_guard=True).budget
+    assert any("runaway" in r["flags"] for r in off)  # the random model does not stop by itself
+    for a, b in zip(off, on):
+        assert a["n_tokens"] <= 224 and ("runaway" not in a["flags"] or a["n_tokens"] == 224)
+        assert "loop" not in a["flags"]
+        assert b["n_tokens"] <= budget(b["audio_seconds"]) < 224
+    assert max(r["n_tokens"] for r in off) > max(r["n_tokens"] for r in on)
+    # the guard is part of the run's settings: switching it on an existing decode is refused
+    rc = whisper_decode_video.main([*common, "--decode-path", str(tmp_path / "off"), "--runaway-guard"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "other settings (search)" in err[-1]
