@@ -119,6 +119,8 @@ def load_model(settings: DecodeSettings, device: torch.device):
     from whisper_flamingo.checkpoints.flamingo import is_whisper_flamingo_state, read_checkpoint_file
     from whisper_flamingo.checkpoints.whisper import load_whisper
 
+    if settings.av_fusion == "None" and settings.audio_visual:
+        raise ConfigError("--av_fusion None builds an audio-only model: it decodes --modalities asr only")
     if settings.padded:
         if settings.audio_visual:
             raise ConfigError("--modalities avsr/vsr (or --av_fusion separate) decode a Whisper-Flamingo model: "
@@ -136,7 +138,11 @@ def load_model(settings: DecodeSettings, device: torch.device):
     if isinstance(state, dict) and is_whisper_flamingo_state(state):
         from whisper_flamingo.checkpoints.flamingo import load_stage2_checkpoint
 
-        return load_stage2_checkpoint(path, device, ckpt=ckpt).eval(), {**info, "architecture": "whisper-flamingo"}
+        model = load_stage2_checkpoint(path, device, ckpt=ckpt).eval()
+        if settings.av_fusion == "None":  # the original: an audio model, the checkpoint loaded non-strictly
+            return model.audio_only().eval(), {**info, "architecture": "whisper (the audio part of a "
+                                                                        "whisper-flamingo checkpoint)"}
+        return model, {**info, "architecture": "whisper-flamingo"}
     if settings.audio_visual:
         raise ConfigError(f"--checkpoint-path {path}: an audio-only Whisper checkpoint (no gated cross-attention "
                           "layers) cannot decode --modalities avsr/vsr; use asr, or a stage-2 checkpoint")

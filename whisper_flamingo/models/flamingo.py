@@ -361,6 +361,16 @@ class WhisperFlamingo(nn.Module):
         xa, xv = self.encode(mel, video, padding_mask, modality, video_features)
         return self.decoder(tokens, xa, None, xv=xv if self.gated else None)
 
+    def audio_only(self) -> Whisper:
+        """The Whisper inside (its tensors shared, not copied), without the video branch and gated layers:
+        what the original built for ``--av_fusion None`` before loading a stage-2 checkpoint non-strictly.
+        Stage 2 freezes Whisper, so this is the stage-1 model the stage-2 one was trained from."""
+        with torch.device("meta"):
+            whisper = Whisper(self.dims)
+        state = self.state_dict()
+        whisper.load_state_dict({k: state[k] for k in whisper.state_dict()}, strict=True, assign=True)
+        return whisper.train(self.training)
+
     # ------------------------------------------------------------------------------------ parameters
     def gated_parameter_names(self) -> list[str]:
         """Names of the new decoder-side parameters (gated attention, gated FF, gates)."""
