@@ -19,7 +19,8 @@ from whisper.model import ModelDimensions
 from whisper_flamingo.checkpoints.flamingo import build_stage2_model, load_stage2_checkpoint
 from whisper_flamingo.checkpoints.whisper import save_openai_checkpoint
 from whisper_flamingo.config import load_config
-from whisper_flamingo.decoding.runner import DecodeSettings, condition_dir, conditions, run_decode
+from whisper_flamingo.decoding.conditions import condition_dir, conditions
+from whisper_flamingo.decoding.runner import DecodeSettings, run_decode
 from whisper_flamingo.decoding.search import SearchOptions, decode_batch
 from whisper_flamingo.errors import ConfigError, DataError
 from whisper_flamingo.models.whisper import Whisper
