@@ -321,7 +321,7 @@ def check_value(key: str, value: Any, where: str, from_cli: bool = False) -> Any
 
 #: keys of the original that nothing here reads: refused at any value but their no-op default
 REFUSED_KEYS: dict[str, tuple[Any, str]] = {
-    "dropout_rate": (0.0, "the original built Dropout modules it never called, and so do we not; use 0"),
+    "dropout_rate": (0.0, "the original built Dropout modules it never called (all its configs say 0); use 0"),
     "video_projection_lr": (0.0, "the original's projection-only optimizer (video_projection_train_only "
                                  "without gated layers) is not ported; remove it (learning_rate applies)"),
     "video_projection_linear_scale": (1.0, "it scaled video_projection_scalar when the original's "
