@@ -12,15 +12,23 @@ One model (``--model``, default ``tiny.en``) with the same weights everywhere:
   not needed) with int8 and float32 weights converted from the same checkpoint, 30-s padded, per
   utterance and batched, greedy and beam 5.
 
+Two kinds of rows.  *User-facing*: what a user runs, ours batched at variable length (the decoder's
+defaults: no runaway guard) against openai-whisper per clip.  *Like for like* (``ll ...``): ours and
+openai-whisper on the same 30-s padded input, the same batches of ``--batch-size``, greedy,
+without our runaway guard (both may produce 224 tokens), and the benchmark stops unless both produce
+the same tokens for every utterance.
+
 Per configuration: audio seconds decoded per second (best of ``--repeats`` rounds that visit the
 configurations in turn, after one warm-up utterance each), peak memory growth (RSS sampled every
 2 ms on CPU; ``torch.cuda.max_memory_allocated`` on CUDA) and corpus WER (fairseq normaliser).
 Threads are pinned: ``torch.set_num_threads(N)`` and CT2 ``intra_threads=N, inter_threads=1``.  The last line is
 
-``vs_openai=<x> vs_faster_whisper_int8=<y> padded_vs_openai=<z>``
+``vs_openai=<x> vs_faster_whisper_int8=<y> padded_vs_openai=<z> like_for_like=<w>``
 
-x = ours (variable length, batched, greedy) / openai greedy; y = the same / CT2 int8 greedy batched;
-z = ours (30-s padded, batched, greedy) / openai greedy per utterance (the same padded work).
+x = ours (variable length, batched, greedy) / openai greedy per clip (user-facing); y = the same / CT2
+int8 greedy batched; z = ours (30-s padded, batched, greedy) / openai greedy per utterance (the same
+padded input, not the same batching); w = ours / openai, both greedy on the same padded batches of
+``--batch-size`` with the same tokens produced.
 
 For the variable-length targets pass a model fine-tuned on variable-length input (``--model
 demo_out/checkpoints/demo_tiny.en/last.ckpt`` after ``make demo``): every engine then runs the same
@@ -231,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"{'b1' if batch == 1 else f'b{batch}'}"
                 configs[name] = ours_run(padded_m if padded else var_m, beam, batch)
 
+    ll_tokens: dict[str, dict[int, list[int]]] = {}  # like-for-like rows: tokens of the last timed round
     if "openai" not in args.skip:
         ref = whisper.model.Whisper(dims).to(device).eval()
         ref.load_state_dict(sd)
@@ -242,6 +251,29 @@ def main(argv: list[str] | None = None) -> int:
                 return {i: whisper.decode(ref, padded_m[i].to(device), opts).text for i in idx}
             name = f"openai {'greedy' if beam == 1 else f'beam{beam}'} padded b1"
             configs[name] = oa_run
+
+        # like for like: same padded input, same batches, greedy, no runaway guard on either side
+        greedy = DecodingOptions(language="en", without_timestamps=True, fp16=fp16)
+        ll_opts = SearchOptions(precision=precision)
+        assert not ll_opts.runaway_guard and ll_opts.max_new_tokens == 224  # openai's sample_len
+
+        def ll_run(engine: str, batch: int):
+            def run(idx):
+                out, toks = {}, ll_tokens.setdefault(f"{engine} b{batch}", {})
+                for g in batches_of([lengths[i] for i in idx], batch):
+                    g = [idx[j] for j in g]
+                    m = stack([padded_m[i] for i in g]).to(device)
+                    if engine == "ours":
+                        res = [(h.text, h.tokens) for h in decode_batch(ours, m, [prompt] * len(g), tok, ll_opts)]
+                    else:
+                        res = [(r.text, r.tokens) for r in whisper.decode(ref, m, greedy)]
+                    for i, (text, tokens) in zip(g, res):
+                        out[i], toks[i] = text, list(tokens)
+                return out
+            return run
+
+        for engine in ("ours", "openai"):
+            configs[f"ll {engine} greedy padded b{args.batch_size}"] = ll_run(engine, args.batch_size)
 
     if "ct2" not in args.skip:
         import ctranslate2
@@ -273,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
                         configs[name] = ct2_run
 
     results = measure(configs, utts, args.repeats, device)
+    a, b = ll_tokens.get(f"ours b{args.batch_size}"), ll_tokens.get(f"openai b{args.batch_size}")
+    if a is not None and b is not None:
+        diff = [i for i in range(len(utts)) if a.get(i) != b.get(i)]
+        if diff:
+            raise SystemExit(f"like-for-like rows produced different tokens for {len(diff)} utterances (e.g. "
+                             f"{utts[diff[0]]['id']}): the comparison is void")
+        print(f"like for like: the same {sum(len(t) for t in a.values())} tokens from both engines", file=sys.stderr)
     print(f"\n{args.model} on {device} ({args.threads} threads): {len(utts)} utterances, {audio_s:.1f} s of audio, "
           f"batch {args.batch_size}, best of {args.repeats}\n")
     print("| configuration | audio s / s | seconds | peak MB | WER |\n|---|---|---|---|---|")
@@ -287,9 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         return f"{results[a]['speed'] / results[b]['speed']:.2f}" if a in results and b in results else "n/a"
 
     best = f"ours greedy varlen b{args.batch_size}"
+    ll = f"greedy padded b{args.batch_size}"
     print(f"vs_openai={ratio(best, 'openai greedy padded b1')} "
           f"vs_faster_whisper_int8={ratio(best, f'ct2 int8 greedy padded b{args.batch_size}')} "
-          f"padded_vs_openai={ratio(f'ours greedy padded b{args.batch_size}', 'openai greedy padded b1')}")
+          f"padded_vs_openai={ratio(f'ours greedy padded b{args.batch_size}', 'openai greedy padded b1')} "
+          f"like_for_like={ratio(f'll ours {ll}', f'll openai {ll}')}")
     return 0
 
 

@@ -33,8 +33,14 @@ echo "lang=$LANG_CODE model=$MODEL_TYPE snr=$NOISE_SNR noise=$NOISE_FN checkpoin
      "normalizer=$NORMALIZER original=$ORIGINAL extra=$*"
 ARGS=(--lang "$LANG_CODE" --model-type "$MODEL_TYPE" --noise-snr "$NOISE_SNR" --beam-size "$BEAM"
       --modalities "$MODALITIES" --use_av_hubert_encoder "$USE_AVH" --av_fusion "$AV_FUSION" --fp16 "$FP16"
-      --decode-path "$DECODE_PATH" --av-hubert-path "$AVH_PATH" --av-hubert-ckpt "$AVH_CKPT" --task "$TASK"
-      --normalizer "$NORMALIZER" --use-original-whisper "$ORIGINAL")
+      --decode-path "$DECODE_PATH" --task "$TASK" --normalizer "$NORMALIZER" --use-original-whisper "$ORIGINAL")
+# AV_HUBERT_PATH (the fairseq user dir) is not needed: only a value other than the original default is
+# passed on (and refused). AV_HUBERT_CKPT only chose the AV-HuBERT code path: passed with USE_AV_HUBERT=1,
+# where the decoder checks it against the checkpoint.
+if [ -n "$AVH_PATH" ] && [ "$AVH_PATH" != "None" ] && [ "${AVH_PATH%/}" != "av_hubert/avhubert" ]; then
+  ARGS+=(--av-hubert-path "$AVH_PATH")
+fi
+if [ "$USE_AVH" = "1" ] && [ -n "$AVH_CKPT" ] && [ "$AVH_CKPT" != "None" ]; then ARGS+=(--av-hubert-ckpt "$AVH_CKPT"); fi
 if [ -n "$NOISE_FN" ] && [ "$NOISE_FN" != "None" ]; then ARGS+=(--noise-fn "$NOISE_FN"); fi
 if [ -n "$CHECKPOINT" ] && [ "$CHECKPOINT" != "None" ]; then ARGS+=(--checkpoint-path "$CHECKPOINT"); fi
 exec "$PY" -u whisper_decode_video.py "${ARGS[@]}" "$@"

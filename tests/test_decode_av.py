@@ -18,9 +18,10 @@ from whisper.model import ModelDimensions
 
 from whisper_flamingo.checkpoints import build_stage2_model, load_stage2_checkpoint, save_openai_checkpoint
 from whisper_flamingo.config import load_config
-from whisper_flamingo.decoding.runner import DecodeSettings, condition_dir, conditions, run_decode
+from whisper_flamingo.decoding.conditions import condition_dir, conditions
+from whisper_flamingo.decoding.runner import DecodeSettings, run_decode
 from whisper_flamingo.decoding.search import SearchOptions, decode_batch
-from whisper_flamingo.errors import DataError
+from whisper_flamingo.errors import ConfigError, DataError
 from whisper_flamingo.models.whisper import Whisper
 
 DIMS = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
@@ -173,3 +174,20 @@ def test_released_layout_checkpoint_decodes_through_the_original_command_line(ti
         hyps[modality] = [ln for ln in pred if ln.startswith("HYPO:")]
         assert len(hyps[modality]) == 3
     assert hyps["avsr"] != hyps["asr"]
+
+
+def test_av_fusion_none_decodes_the_audio_part_as_the_original(tiny_video_corpus, models, tmp_path):
+    """``--av_fusion None`` with a stage-2 checkpoint: the original built an audio-only Whisper and loaded
+    the checkpoint non-strictly, i.e. the (frozen) stage-1 model; ``asr`` with open gates zeroes the video."""
+    def hyps(ckpt: str, out: str, **kw) -> tuple[list[str], dict]:
+        s = _settings(tiny_video_corpus, models[ckpt], tmp_path / out, ["asr"], **kw)
+        summaries = run_decode(s)
+        return _hyps(summaries, s)["asr"], summaries[0]
+
+    stage1, _ = hyps("audio", "a")
+    none, summary = hyps("open", "n", av_fusion="None")
+    zeroed, _ = hyps("open", "z")
+    assert none == stage1 and zeroed != stage1
+    assert summary["provenance"]["architecture"].startswith("whisper (the audio part")
+    with pytest.raises(ConfigError, match="--av_fusion None"):
+        run_decode(_settings(tiny_video_corpus, models["open"], tmp_path / "x", ["avsr"], av_fusion="None"))

@@ -14,8 +14,9 @@ from whisper.tokenizer import get_tokenizer
 import whisper_decode_video
 from whisper_flamingo.checkpoints import save_openai_checkpoint
 from whisper_flamingo.commands import decode as decode_cmd
-from whisper_flamingo.decoding import runner
-from whisper_flamingo.decoding.runner import Condition, DecodeSettings, read_done, run_decode
+from whisper_flamingo.decoding.conditions import Condition, condition_dir, conditions
+from whisper_flamingo.decoding.outputs import read_done
+from whisper_flamingo.decoding.runner import DecodeSettings, run_decode
 from whisper_flamingo.decoding.search import SearchOptions
 from whisper_flamingo.errors import ConfigError
 from whisper_flamingo.models import Whisper
@@ -58,7 +59,7 @@ def _rows(path: Path) -> list[dict]:
     return sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda o: o["index"])
 
 
-def test_resume_after_crash_equals_uninterrupted_run(tiny_corpus, tiny_ckpt, tmp_path, monkeypatch):
+def test_resume_after_crash_equals_uninterrupted_run(tiny_corpus, tiny_ckpt, tmp_path):
     full = run_decode(_settings(tiny_corpus, tiny_ckpt, tmp_path / "a"))
     assert [s["snr"] for s in full] == [0.0, 1000.0]
 
@@ -69,35 +70,32 @@ def test_resume_after_crash_equals_uninterrupted_run(tiny_corpus, tiny_ckpt, tmp
         if n_batch == 1:
             raise Crash
 
-    monkeypatch.setattr(runner, "after_batch_hook", crash)
     settings_b = _settings(tiny_corpus, tiny_ckpt, tmp_path / "b")
     with pytest.raises(Crash):
-        run_decode(settings_b)
+        run_decode(settings_b, after_batch=crash)
     cond = Condition("en", "asr", 0.0, settings_b.noise_fns[0])
-    jsonl = runner.condition_dir(settings_b, cond) / "utterances.jsonl"
+    jsonl = condition_dir(settings_b, cond) / "utterances.jsonl"
     partial = jsonl.read_text().splitlines()
     assert 0 < len(partial) < 4
     with open(jsonl, "a") as f:  # the process died while writing the next line
         f.write('{"id": "torn", "hyp": "hal')
-    monkeypatch.setattr(runner, "after_batch_hook", None)
     resumed = run_decode(settings_b)
     for a, b in zip(full, resumed):
         assert a["scores"] == b["scores"] and a["utterances"] == b["utterances"] == 4
     for s_a, s_b in zip(full, resumed):
-        da = runner.condition_dir(_settings(tiny_corpus, tiny_ckpt, tmp_path / "a"),
+        da = condition_dir(_settings(tiny_corpus, tiny_ckpt, tmp_path / "a"),
                                   Condition("en", "asr", s_a["snr"], settings_b.noise_fns[0]))
-        db = runner.condition_dir(settings_b, Condition("en", "asr", s_b["snr"], settings_b.noise_fns[0]))
+        db = condition_dir(settings_b, Condition("en", "asr", s_b["snr"], settings_b.noise_fns[0]))
         assert _rows(da / "utterances.jsonl") == _rows(db / "utterances.jsonl")
         for name in ("pred.txt", "wer.368862", "wer.json"):
             assert (da / name).read_text() == (db / name).read_text()
     # noise changes the hypotheses of at least one utterance (the condition is really noisy)
-    d0 = runner.condition_dir(settings_b, Condition("en", "asr", 0.0, settings_b.noise_fns[0]))
-    d1 = runner.condition_dir(settings_b, Condition("en", "asr", 1000.0, settings_b.noise_fns[0]))
+    d0 = condition_dir(settings_b, Condition("en", "asr", 0.0, settings_b.noise_fns[0]))
+    d1 = condition_dir(settings_b, Condition("en", "asr", 1000.0, settings_b.noise_fns[0]))
     assert [r["hyp"] for r in _rows(d0 / "utterances.jsonl")] != [r["hyp"] for r in _rows(d1 / "utterances.jsonl")]
     # a finished condition is not decoded again
     timing = json.loads((d0 / "summary.json").read_text())["timing"]
-    monkeypatch.setattr(runner, "after_batch_hook", lambda n: pytest.fail("decoded again"))
-    again = run_decode(settings_b)
+    again = run_decode(settings_b, after_batch=lambda n: pytest.fail("decoded again"))
     assert again[0]["scores"] == resumed[0]["scores"] and again[0]["timing"] == timing
     # other settings on the same folder are refused
     with pytest.raises(ConfigError, match="other settings"):
@@ -161,7 +159,7 @@ def test_audio_visual_modalities_need_a_flamingo_checkpoint(tiny_ckpt, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--checkpoint-path" in err[0]
     with pytest.raises(ConfigError, match="needs --noise-fn"):
-        runner.conditions(DecodeSettings(langs=["en"], noise_snrs=[0.0]))
+        conditions(DecodeSettings(langs=["en"], noise_snrs=[0.0]))
 
 
 def test_read_done_tolerates_only_a_torn_last_line(tmp_path):
@@ -209,3 +207,31 @@ def test_original_whisper_decodes_padded_30s_windows(tiny_corpus, tiny_ckpt, tmp
     assert summary["provenance"]["padded_30s"] is True and summary["provenance"]["checkpoint"] is None
     out = tmp_path / "out" / "tiny" / "en" / "test" / "asr" / "snr-1000" / "visible-0" / "beam-1" / "none"
     assert (out / "wer.368862").exists() and summary["utterances"] == 2
+
+
+def test_runaway_guard_is_off_by_default_and_recorded(tiny_corpus, tiny_ckpt, tmp_path, capsys):
+    """Default: the original's 224-token allowance and no loop stop; ``--runaway-guard``: a budget from the
+    duration (and the loop stop); both recorded in summary.json; a resume may not switch it."""
+    common = ["--lang", "en", "--model-type", "tiny", "--checkpoint-path", str(tiny_ckpt), "--muavic-root",
+              str(tiny_corpus), "--modalities", "asr", "--fp16", "0", "--max-utterances", "3"]
+    summaries, rows = {}, {}
+    for name, extra in (("off", []), ("on", ["--runaway-guard"])):
+        out = tmp_path / name
+        assert whisper_decode_video.main([*common, "--decode-path", str(out), *extra]) == 0, capsys.readouterr().err
+        (path,) = out.rglob("summary.json")
+        summaries[name] = json.loads(path.read_text())
+        rows[name] = _rows(path.parent / "utterances.jsonl")
+    assert summaries["off"]["provenance"]["runaway_guard"] is False
+    assert summaries["on"]["provenance"]["runaway_guard"] is True
+    off, on = rows["off"], rows["on"]
+    budget = SearchOptions(runaway_guard=True).budget
+    assert any("runaway" in r["flags"] for r in off)  # the random model does not stop by itself
+    for a, b in zip(off, on):
+        assert a["n_tokens"] <= 224 and ("runaway" not in a["flags"] or a["n_tokens"] == 224)
+        assert "loop" not in a["flags"]
+        assert b["n_tokens"] <= budget(b["audio_seconds"]) < 224
+    assert max(r["n_tokens"] for r in off) > max(r["n_tokens"] for r in on)
+    # the guard is part of the run's settings: switching it on an existing decode is refused
+    rc = whisper_decode_video.main([*common, "--decode-path", str(tmp_path / "off"), "--runaway-guard"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "other settings (search)" in err[-1]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from whisper_flamingo.cli import main as cli_main
+from whisper_flamingo.decoding.outputs import write_outputs
 from whisper_flamingo.decoding.results import collect, main_tables, noise_label, snr_tables, write_results
-from whisper_flamingo.decoding.runner import write_outputs
 
 REF = "one two three four"
 HYP_BY_ERRORS = {0: "one two three four", 1: "one two three five", 2: "one two six five", 4: ""}

@@ -58,10 +58,12 @@ class OpenAIAdapter:
         self.model.train(mode)
         return self
 
-    def embed_audio(self, mel):
-        return self.model.embed_audio(mel)
+    def encode(self, mel, video=None, padding_mask=None, modality="asr"):
+        assert video is None and modality == "asr"
+        return self.model.embed_audio(mel), None
 
-    def new_kv_cache(self, audio, beams=1):
+    def new_kv_cache(self, audio, beams=1, xv=None):
+        assert xv is None
         return _OpenAICache(audio, beams)
 
     def logits(self, tokens, audio, cache=None):
@@ -201,7 +203,7 @@ def test_mixed_prompts_and_budgets_per_utterance(tiny):
     es = get_tokenizer(True, language="es", task="transcribe")
     mel = _mels(3, seed=4)
     prompts = [_prompt(en), _prompt(es), [en.sot, en.to_language_token("es"), en.transcribe]]
-    opts = SearchOptions(loop_repeats=0, budget_base=2, budget_per_second=1.0)
+    opts = SearchOptions(runaway_guard=True, loop_repeats=0, budget_base=2, budget_per_second=1.0)
     hyps = decode_batch(OpenAIAdapter(tiny), mel, prompts, en, opts, audio_seconds=[1.0, 3.0, 30.0])
     # each row equals decoding it alone with its own prompt
     for i, h in enumerate(hyps):
@@ -218,7 +220,7 @@ def test_rows_leave_the_batch_when_finished(tiny):
     tok = get_tokenizer(True, language="en", task="transcribe")
     mel = _mels(2, seed=5)
     adapter = OpenAIAdapter(tiny)
-    opts = SearchOptions(loop_repeats=0, budget_base=1, budget_per_second=1.0)
+    opts = SearchOptions(runaway_guard=True, loop_repeats=0, budget_base=1, budget_per_second=1.0)
     hyps = decode_batch(adapter, mel, [_prompt(tok)] * 2, tok, opts, audio_seconds=[1.0, 9.0])
     assert adapter.calls <= 10  # the long row alone drives the steps; no extra forward passes
     assert len(hyps[0].tokens) <= 2
@@ -236,7 +238,8 @@ def test_loop_guard_in_search(tiny):
     tok = get_tokenizer(True, language="en", task="transcribe")
     mel = _mels(3, seed=6)
     free = decode_batch(OpenAIAdapter(tiny), mel, [_prompt(tok)] * 3, tok, SearchOptions(loop_repeats=0))
-    guarded = decode_batch(OpenAIAdapter(tiny), mel, [_prompt(tok)] * 3, tok, SearchOptions(loop_repeats=3))
+    guarded = decode_batch(OpenAIAdapter(tiny), mel, [_prompt(tok)] * 3, tok,
+                           SearchOptions(runaway_guard=True, loop_repeats=3))
     assert sorted("loop" in g.flags for g in guarded) == [False, False, True]
     for f, g in zip(free, guarded):
         if "loop" in g.flags:
@@ -245,7 +248,7 @@ def test_loop_guard_in_search(tiny):
         else:
             assert g.tokens == f.tokens
     beam = decode_batch(OpenAIAdapter(tiny), mel, [_prompt(tok)] * 3, tok,
-                        SearchOptions(beam_size=3, loop_repeats=3))
+                        SearchOptions(beam_size=3, runaway_guard=True, loop_repeats=3))
     assert any("loop" in h.flags for h in beam)
     for h in beam:
         assert len(h.tokens) < 224
@@ -271,9 +274,13 @@ def test_options_validation():
     with pytest.raises(ConfigError):
         SearchOptions(without_timestamps=False)
     assert SearchOptions(beam_size=5, patience=2).max_candidates == 10
-    assert SearchOptions().budget(30.0) == 224
-    assert SearchOptions().budget(2.0) == 50
-    assert SearchOptions(budget_per_second=None).budget(1.0) == 224
+    assert SearchOptions().budget(2.0) == 224  # no guard: the original's 224 tokens whatever the duration
+    assert SearchOptions().active_loop_repeats == 0
+    guard = SearchOptions(runaway_guard=True)
+    assert guard.budget(30.0) == 224
+    assert guard.budget(2.0) == 50
+    assert guard.active_loop_repeats == 4
+    assert SearchOptions(runaway_guard=True, budget_per_second=None).budget(1.0) == 224
 
 
 @pytest.mark.skipif(not (SHARED / "jfk.flac").exists(), reason="shared/data/jfk.flac not present")

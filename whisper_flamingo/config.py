@@ -93,7 +93,7 @@ class Config:
     n_mels: int = field(default=0, metadata=_doc(
         "Mel bins; 0 takes the model's own (80, or 128 for large-v3)."))
     dropout_rate: float = field(default=0.0, metadata=_doc(
-        "Accepted for compatibility; the original never applied it and neither do we."))
+        "Only 0 (every original config): the original built Dropout modules it never called."))
 
     # ----- data -----
     muavic_root: str = field(default="data", metadata=_doc(
@@ -191,8 +191,10 @@ class Config:
         "Legacy: train only the video projection (ignored with add_gated_x_attn)."))
     video_projection_separate_lr: str | float = field(default="", metadata=_doc(
         "Legacy: separate learning rate for the video projection; '' = off."))
-    video_projection_lr: float = field(default=0.0, metadata=_doc("Legacy projection-only learning rate."))
-    video_projection_linear_scale: float = field(default=1.0, metadata=_doc("Legacy projection scale."))
+    video_projection_lr: float = field(default=0.0, metadata=_doc(
+        "Legacy, only 0: the original's projection-only optimizer is not ported (learning_rate applies)."))
+    video_projection_linear_scale: float = field(default=1.0, metadata=_doc(
+        "Legacy, only 1: the original's projection-only optimizer is not ported."))
     prob_use_av: float = field(default=1.0, metadata=_doc("Modality dropout: P(audio + video) per batch."))
     prob_use_a: float = field(default=0.0, metadata=_doc(
         "Modality dropout: P(audio only); the rest is video only."))
@@ -346,6 +348,16 @@ def check_value(key: str, value: Any, where: str, from_cli: bool = False) -> Any
     return out
 
 
+#: keys of the original that nothing here reads: refused at any value but their no-op default
+REFUSED_KEYS: dict[str, tuple[Any, str]] = {
+    "dropout_rate": (0.0, "the original built Dropout modules it never called (all its configs say 0); use 0"),
+    "video_projection_lr": (0.0, "the original's projection-only optimizer (video_projection_train_only "
+                                 "without gated layers) is not ported; remove it (learning_rate applies)"),
+    "video_projection_linear_scale": (1.0, "it scaled video_projection_scalar when the original's "
+                                           "projection-only optimizer started, which is not ported; remove it"),
+}
+
+
 def _validate(cfg: Config, where: str) -> None:
     """Checks across keys and value ranges."""
     for key in ("noise_prob", "prob_use_av", "prob_use_a"):
@@ -445,6 +457,9 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         values[key] = check_value(key, value, where, from_cli=True)
         where_of[key] = where
     cfg = Config(**values)
+    for key, (default, why) in REFUSED_KEYS.items():
+        if getattr(cfg, key) != default:
+            raise ConfigError(f"{where_of.get(key, '')}key '{key}': {getattr(cfg, key)!r} is not supported: {why}")
     _validate(cfg, f"{path}: " if path is not None else "")
     if resolve:
         resolve_paths(cfg)

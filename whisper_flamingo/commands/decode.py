@@ -35,17 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--modalities", nargs="+", default=["asr"], choices=["asr", "avsr", "vsr"],
                    help="asr (audio), avsr (audio-visual), vsr (video only) (default: asr; the original "
                         "defaulted to avsr)")
-    g.add_argument("--use_av_hubert_encoder", "--use-av-hubert-encoder", type=_flag, default=0,
-                   help="1 = AV-HuBERT video encoder")
+    g.add_argument("--use_av_hubert_encoder", "--use-av-hubert-encoder", type=_flag, default=None,
+                   help="1 = AV-HuBERT video encoder, 0 = ResNet front end / audio model; the checkpoint "
+                        "decides, a value that disagrees with it is refused (default: not checked)")
     g.add_argument("--av_fusion", "--av-fusion", default="",
                    help="'separate' = Whisper-Flamingo gated cross-attention; 'None' = audio model")
     g.add_argument("--fp16", type=_flag, default=1, help="1 = half precision on GPU (CPU always fp32)")
     g.add_argument("--checkpoint-path", default=None, help="fine-tuned checkpoint (decoded at variable length)")
     g.add_argument("--decode-path", default="decode/", help="output root (default: decode/)")
     g.add_argument("--whisper-path", default="models/", help="folder of OpenAI Whisper .pt files")
-    g.add_argument("--av-hubert-path", default="av_hubert/avhubert/", help="(original) fairseq user dir")
-    g.add_argument("--av-hubert-ckpt", default="models/large_noise_pt_noise_ft_433h_only_weights.pt",
-                   help="AV-HuBERT checkpoint")
+    g.add_argument("--av-hubert-path", default=None,
+                   help="(original) fairseq user dir: refused, fairseq is not used (AV-HuBERT is built in)")
+    g.add_argument("--av-hubert-ckpt", default=None,
+                   help="(original) AV-HuBERT file that chose the code path ('ft' in the name = fine-tuned); "
+                        "the checkpoint decides, a file that disagrees with it is refused")
     g.add_argument("--task", default="transcribe", choices=["transcribe", "En-X", "X-En"],
                    help="transcribe, En-X or X-En (only X-En uses <|translate|>)")
     g.add_argument("--normalizer", default="fairseq", choices=["fairseq", "whisper", "none"],
@@ -70,11 +73,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--patience", type=float, default=None, help="beam patience (default: 1.0)")
     s.add_argument("--length-penalty", type=float, default=None,
                    help="GNMT alpha in [0, 1]; default: divide by the length")
-    s.add_argument("--max-new-tokens", type=int, default=224, help="token cap per utterance (default: 224)")
-    s.add_argument("--tokens-per-second", type=float, default=15.0,
-                   help="budget = min(cap, 20 + this x seconds); 0 = always the cap (default: 15)")
-    s.add_argument("--loop-repeats", type=int, default=4,
-                   help="stop a hypothesis repeating one n-gram this many times; 0 = off (default: 4)")
+    s.add_argument("--max-new-tokens", type=int, default=224,
+                   help="new tokens per utterance (default: 224, openai-whisper's and the original's)")
+    s.add_argument("--runaway-guard", action="store_true",
+                   help="ours, off by default (the original always allows 224 tokens): a token budget from the "
+                        "duration and a stop for hypotheses caught in an n-gram loop; changes WER, recorded "
+                        "in summary.json")
+    s.add_argument("--tokens-per-second", type=float, default=None,
+                   help="with --runaway-guard: budget = min(cap, 20 + this x seconds); 0 = always the cap "
+                        "(default: 15)")
+    s.add_argument("--loop-repeats", type=int, default=None,
+                   help="with --runaway-guard: stop a hypothesis repeating one n-gram this many times; "
+                        "0 = no loop stop (default: 4)")
 
 
 def _defaults() -> dict:
@@ -120,9 +130,18 @@ def settings_from_args(args: argparse.Namespace):
     from whisper_flamingo.decoding.runner import DecodeSettings
     from whisper_flamingo.decoding.search import SearchOptions
 
+    if args.av_hubert_path is not None:
+        raise ConfigError(f"--av-hubert-path {args.av_hubert_path}: fairseq is not used (AV-HuBERT is built in and "
+                          "its code path follows the checkpoint); leave the flag out")
+    guard = bool(args.runaway_guard)
+    for flag, value in (("--tokens-per-second", args.tokens_per_second), ("--loop-repeats", args.loop_repeats)):
+        if value is not None and not guard:
+            raise ConfigError(f"{flag} {value}: tunes the runaway guard, which is off; add --runaway-guard")
+    defaults = SearchOptions()
+    tps = defaults.budget_per_second if args.tokens_per_second is None else args.tokens_per_second or None
     search = SearchOptions(beam_size=args.beam_size, patience=args.patience, length_penalty=args.length_penalty,
-                           max_new_tokens=args.max_new_tokens,
-                           budget_per_second=args.tokens_per_second or None, loop_repeats=args.loop_repeats)
+                           max_new_tokens=args.max_new_tokens, runaway_guard=guard, budget_per_second=tps,
+                           loop_repeats=defaults.loop_repeats if args.loop_repeats is None else args.loop_repeats)
     return DecodeSettings(
         langs=list(args.lang), model_type=args.model_type, checkpoint_path=args.checkpoint_path,
         use_original_whisper=bool(args.use_original_whisper), noise_snrs=list(args.noise_snr),
@@ -132,7 +151,7 @@ def settings_from_args(args: argparse.Namespace):
         split=args.split, batch_bins=args.batch_bins, max_utterances=args.max_utterances, seed=args.seed,
         num_workers=args.num_workers, on_bad_sample=args.on_bad_sample, overwrite=args.overwrite,
         device=args.device, search=search, av_fusion=args.av_fusion,
-        use_av_hubert_encoder=bool(args.use_av_hubert_encoder), av_hubert_path=args.av_hubert_path,
+        use_av_hubert_encoder=None if args.use_av_hubert_encoder is None else bool(args.use_av_hubert_encoder),
         av_hubert_ckpt=args.av_hubert_ckpt)
 
 

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     timings["convert"] = time.perf_counter() - t
 
     common = ["--lang", "en", "--muavic-root", str(corpus), "--noise-snr", "1000", "0", "--noise-fn",
-              str(babble_test), "--beam-size", "1", "--fp16", "0", "--normalizer", "fairseq"]
+              str(babble_test), "--beam-size", "1", "--fp16", "0", "--normalizer", "fairseq", "--runaway-guard"]
     # 3. zero-shot decoding (30 s padding, as the original decodes OpenAI models)
     t = time.perf_counter()
     zs_dir = decode / "zero_shot"

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     common = ["--lang", "en", "--muavic-root", str(corpus), "--noise-snr", *SNRS, "--noise-fn", str(babble_test),
               "--beam-size", "1", "--fp16", "0", "--normalizer", "fairseq", "--model-type", args.model,
-              "--overwrite"]
+              "--overwrite", "--runaway-guard"]
     runs = {"stage 1, audio (asr)": (decode / "stage1", stage1, "asr"),
             "stage 2, video zeroed (asr)": (decode / "stage2", stage2, "asr"),
             "stage 2, audio-visual (avsr)": (decode / "stage2", stage2, "avsr")}

@@ -14,14 +14,17 @@ The search semantics follow openai-whisper's ``DecodingTask`` at temperature 0 w
   ``MaximumLikelihoodRanker``;
 * ``avg_logprob = sum_logprob / (len(tokens) + 1)``.
 
-What is ours: every utterance carries its own prompt and token budget; rows whose search is over are
-dropped from the batch (and from the KV cache) instead of being carried to the end; beam search is
-batched (openai-whisper's is only correct for one utterance at a time) and gives the same result as
-decoding the utterances one by one; a repetition guard stops hypotheses caught in an n-gram loop.
+What is ours: every utterance carries its own prompt; rows whose search is over are dropped from the
+batch (and from the KV cache) instead of being carried to the end; beam search is batched
+(openai-whisper's is only correct for one utterance at a time) and gives the same result as decoding
+the utterances one by one.  An optional *runaway guard* (``runaway_guard=True``; off by default, as
+openai-whisper and the original, which always allow 224 new tokens) gives each utterance a token
+budget from its duration and stops hypotheses caught in an n-gram loop.
 
-The model must provide ``embed_audio(mel)``, ``new_kv_cache(audio_features, beams=K)`` (a cache with
-``reorder(index)``; row ``r`` belongs to utterance ``r // K``) and ``logits(tokens, audio_features,
-cache=cache)`` (with a cache only the new tokens are passed).
+The model must provide ``encode(mel, video, padding_mask, modality)`` -> ``(audio_features, xv)``
+(``xv`` the video stream of a gated model, None for an audio-only one), ``new_kv_cache(audio_features,
+beams=K, xv=xv)`` (a cache with ``reorder(index)``; row ``r`` belongs to utterance ``r // K``) and
+``logits(tokens, audio_features, cache=cache)`` (with a cache only the new tokens are passed).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ log = logging.getLogger(__name__)
 
 MEL_FRAMES_PER_SECOND = 100  # Whisper's log-mel hop is 10 ms
 
-# Defaults of the per-utterance token budget: min(max_new_tokens, base + per_second * seconds).
+# Runaway guard defaults, per-utterance token budget: min(max_new_tokens, base + per_second * seconds).
 # 224 is openai-whisper's sample_len (n_text_ctx // 2).  15 tokens/s is ~3x fast English speech in
 # Whisper BPE and covers the token-hungry scripts (Greek, Arabic, Russian) and translation; for a
 # 30-s window the budget is the plain 224 cap, as in openai-whisper.
@@ -53,16 +56,22 @@ DEFAULT_BUDGET_PER_SECOND = 15.0
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """How to search.  The defaults reproduce openai-whisper's greedy decoding without timestamps.
+    """How to search.  The defaults reproduce openai-whisper's greedy decoding without timestamps
+    (up to ``max_new_tokens`` = 224 new tokens for every utterance, no loop stop).
 
     ``patience=None`` means 1.0; ``length_penalty=None`` ranks by ``sum_logprob / length``, a float
-    in [0, 1] uses the GNMT penalty.  The token budget of an utterance lasting ``s`` seconds is
-    ``min(max_new_tokens, budget_base + budget_per_second * s)`` (``budget_per_second=None``: always
-    ``max_new_tokens``); a hypothesis that reaches it unfinished is flagged ``"runaway"``.  The
-    repetition guard stops a hypothesis whose last tokens are one n-gram (n <= ``loop_max_period``)
-    repeated at least ``loop_repeats`` times and spanning at least ``loop_min_span`` tokens; it is
-    flagged ``"loop"`` (``loop_repeats=0`` turns the guard off).  ``precision`` "fp16"/"bf16" runs the
-    model under autocast on CUDA (ignored on CPU, which always computes in float32).
+    in [0, 1] uses the GNMT penalty.  A hypothesis that reaches its token budget unfinished is flagged
+    ``"runaway"``.  ``runaway_guard=True`` (ours, off by default) turns on the two guards below; their
+    parameters are read only then:
+
+    * token budget: an utterance lasting ``s`` seconds gets ``min(max_new_tokens, budget_base +
+      budget_per_second * s)`` new tokens (``budget_per_second=None``: always ``max_new_tokens``);
+    * repetition stop: a hypothesis whose last tokens are one n-gram (n <= ``loop_max_period``)
+      repeated at least ``loop_repeats`` times and spanning at least ``loop_min_span`` tokens is
+      stopped and flagged ``"loop"`` (``loop_repeats=0``: no repetition stop).
+
+    ``precision`` "fp16"/"bf16" runs the model under autocast on CUDA (ignored on CPU, which always
+    computes in float32).
     """
 
     beam_size: int = 1
@@ -78,6 +87,7 @@ class SearchOptions:
     loop_max_period: int = 10
     loop_min_span: int = 12
     precision: str = "fp32"
+    runaway_guard: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.beam_size <= 64:
@@ -100,9 +110,14 @@ class SearchOptions:
         """Finished beams to collect before an utterance's beam search stops."""
         return round(self.beam_size * (self.patience or 1.0))
 
+    @property
+    def active_loop_repeats(self) -> int:
+        """``loop_repeats`` with the runaway guard on, else 0 (no repetition stop)."""
+        return self.loop_repeats if self.runaway_guard else 0
+
     def budget(self, seconds: float) -> int:
         """Token budget (new tokens, end-of-text included) for ``seconds`` of audio."""
-        if self.budget_per_second is None:
+        if not self.runaway_guard or self.budget_per_second is None:
             return self.max_new_tokens
         return max(1, min(self.max_new_tokens, int(self.budget_base + self.budget_per_second * seconds)))
 
@@ -184,15 +199,19 @@ class _Filters:
 def decode_batch(model, mel: Tensor | None, prompts: Sequence[Sequence[int]], tokenizer,
                  options: SearchOptions | None = None, *, mel_frames: Tensor | Sequence[int] | None = None,
                  audio_seconds: Sequence[float] | None = None, audio_features: Tensor | None = None,
-                 xv: Tensor | None = None) -> list[Hypothesis]:
+                 xv: Tensor | None = None, video: Tensor | None = None, padding_mask: Tensor | None = None,
+                 modality: str = "asr") -> list[Hypothesis]:
     """Decode a batch of log-mel spectrograms ``mel`` (B, n_mels, T), one prompt per utterance.
 
-    ``mel_frames`` (valid frames per utterance) or ``audio_seconds`` set each utterance's token budget;
-    without them the whole width of ``mel`` counts as audio.  Utterances whose prompts differ in length
-    are searched in separate groups.  Returns one :class:`Hypothesis` per utterance, in input order.
+    ``mel_frames`` (valid frames per utterance) or ``audio_seconds`` set each utterance's token budget
+    (with the runaway guard); without them the whole width of ``mel`` counts as audio.  Utterances whose
+    prompts differ in length are searched in separate groups.  Returns one :class:`Hypothesis` per
+    utterance, in input order.
 
-    Already encoded inputs: ``audio_features`` (B, T', d) replaces ``mel`` (which may then be None), and
-    ``xv`` (B, T_v, d) is handed to ``model.new_kv_cache(..., xv=xv)`` (Whisper-Flamingo's video).
+    The model encodes ``mel`` with ``video`` (B, 1, T_v, H, W) and ``padding_mask`` under ``modality``
+    (``asr``, ``avsr``, ``vsr``) through its ``encode``.  Already encoded inputs: ``audio_features``
+    (B, T', d) replaces ``mel`` (which may then be None), and ``xv`` (B, T_v, d) is handed to
+    ``model.new_kv_cache(..., xv=xv)`` (Whisper-Flamingo's video).
     """
     options = options or SearchOptions()
     if audio_features is not None:
@@ -201,6 +220,8 @@ def decode_batch(model, mel: Tensor | None, prompts: Sequence[Sequence[int]], to
         n, width = mel.shape[0], mel.shape[-1] / MEL_FRAMES_PER_SECOND
     else:
         raise ValueError("mel must be (B, n_mels, T), or audio_features (B, T', d) must be given")
+    if audio_features is not None and (video is not None or padding_mask is not None):
+        raise ValueError("pass video with mel (encoded here), or audio_features with xv, not a mix")
     if n != len(prompts) or (xv is not None and xv.shape[0] != n):
         raise ValueError(f"{n} utterances but {len(prompts)} prompts" + ("" if xv is None else f", {xv.shape[0]} xv"))
     if n == 0:
@@ -220,20 +241,18 @@ def decode_batch(model, mel: Tensor | None, prompts: Sequence[Sequence[int]], to
         for idx in groups.values():
             device = (audio_features if audio_features is not None else mel).device
             with autocast_for(device, options.precision):
-                audio = take(audio_features, idx)
-                if audio is None:
-                    audio = model.embed_audio(take(mel, idx))
-                hyps = _decode_group(model, audio, take(xv, idx), [list(prompts[i]) for i in idx], tokenizer,
+                if audio_features is not None:
+                    audio, video_stream = take(audio_features, idx), take(xv, idx)
+                else:
+                    audio, video_stream = model.encode(take(mel, idx), take(video, idx), take(padding_mask, idx),
+                                                       modality)
+                hyps = _decode_group(model, audio, video_stream, [list(prompts[i]) for i in idx], tokenizer,
                                      options, [seconds[i] for i in idx])
             for i, h in zip(idx, hyps):
                 results[i] = h
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
-
-
-def _new_cache(model, audio: Tensor, beams: int, xv: Tensor | None):
-    return model.new_kv_cache(audio, beams=beams) if xv is None else model.new_kv_cache(audio, beams=beams, xv=xv)
 
 
 def _decode_group(model, audio: Tensor, xv: Tensor | None, prompts: list[list[int]], tokenizer,
@@ -258,7 +277,7 @@ def _greedy(model, audio: Tensor, xv: Tensor | None, prompts: list[list[int]], t
     device = audio.device
     n = audio.shape[0]
     eot = tokenizer.eot
-    cache = _new_cache(model, audio, 1, xv)
+    cache = model.new_kv_cache(audio, beams=1, xv=xv)
     active = torch.arange(n, device=device)  # row -> utterance
     budget = torch.tensor(budgets, device=device)
     sum_lp = torch.zeros(n, dtype=torch.float32, device=device)
@@ -279,7 +298,7 @@ def _greedy(model, audio: Tensor, xv: Tensor | None, prompts: list[list[int]], t
         ended = next_tok == eot
         generated = torch.cat([generated, next_tok[:, None]], dim=1)
         runaway = ~ended & (budget[active] <= step)
-        loop = ~ended & find_loop(generated, options.loop_repeats, options.loop_max_period,
+        loop = ~ended & find_loop(generated, options.active_loop_repeats, options.loop_max_period,
                                   options.loop_min_span)
         done = ended | runaway | loop
         if bool(done.any()):
@@ -354,7 +373,7 @@ def _beam(model, audio: Tensor, xv: Tensor | None, prompts: list[list[int]], tok
     beam = options.beam_size
     limit = options.max_candidates
     eot = tokenizer.eot
-    cache = _new_cache(model, audio, beam, xv)
+    cache = model.new_kv_cache(audio, beams=beam, xv=xv)
     states = [_BeamState() for _ in range(n)]
     active = list(range(n))  # utterance of each block of `beam` rows
     # The initial beams are identical copies: only beam 0 proposes candidates at the first step
@@ -398,7 +417,7 @@ def _beam(model, audio: Tensor, xv: Tensor | None, prompts: list[list[int]], tok
         generated = torch.cat([generated[src_rows.view(-1)], cand_tok.gather(1, pos).view(-1, 1)], dim=1)
         sum_lp = cand_scores.gather(1, pos)
         # repetition guard: a looping beam is retired as a finished candidate and its slot killed
-        loop = find_loop(generated, options.loop_repeats, options.loop_max_period, options.loop_min_span)
+        loop = find_loop(generated, options.active_loop_repeats, options.loop_max_period, options.loop_min_span)
         loop &= torch.isfinite(sum_lp.view(-1))
         if bool(loop.any()):
             flat = sum_lp.view(-1).tolist()

@@ -46,7 +46,13 @@ from whisper_flamingo.errors import ConfigError
 from whisper_flamingo.models.avhubert import AVHubert, AVHubertConfig
 from whisper_flamingo.models.registry import create, register_model
 from whisper_flamingo.models.resnet import ResEncoder
-from whisper_flamingo.models.whisper import KVCache, ModelDimensions, ResidualAttentionBlock, Whisper
+from whisper_flamingo.models.whisper import (
+    KVCache,
+    ModelDimensions,
+    ResidualAttentionBlock,
+    Whisper,
+    model_modality,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +105,8 @@ def fusion_from_config(av_fusion: str) -> str:
 
 
 def check_modality(modality: str) -> str:
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    return modality
+    """The model's name (``av``, ``a``, ``v``) of ``modality``, also given as ``avsr``, ``asr``, ``vsr``."""
+    return model_modality(modality)
 
 
 def draw_modality(prob_use_av: float, prob_use_a: float, rng) -> str:
@@ -240,6 +245,18 @@ class WhisperFlamingo(nn.Module):
         return self.encoder.video_model
 
     @property
+    def video_encoder_kind(self) -> str | None:
+        """``"avhubert-finetuned"``, ``"avhubert-pretrained"``, ``"resnet"``, another module's class name,
+        or ``"features"`` without a video encoder (precomputed features)."""
+        model = self.encoder.video_model
+        if model is None:
+            return "features"
+        avhubert = avhubert_of(model)
+        if avhubert is not None:
+            return f"avhubert-{avhubert.mode}"
+        return "resnet" if isinstance(model, ResEncoder) else type(model).__name__
+
+    @property
     def avhubert(self) -> AVHubert | None:
         """The AV-HuBERT encoder (None with the ResNet front end or without a video encoder)."""
         return avhubert_of(self.encoder.video_model)
@@ -292,8 +309,9 @@ class WhisperFlamingo(nn.Module):
 
     def encode(self, mel: Tensor | None, video: Tensor | None = None, padding_mask: Tensor | None = None,
                modality: str = "av", video_features: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(xa, xv)`` for the decoder under ``modality`` (see the module doc)."""
-        check_modality(modality)
+        """``(xa, xv)`` for the decoder under ``modality`` (``av``/``a``/``v``, or the decoder's
+        ``avsr``/``asr``/``vsr``; see the module doc): what the search needs."""
+        modality = check_modality(modality)
         has_video = video is not None or video_features is not None
         if self.fusion == "lip-reader":
             if not has_video:
@@ -357,6 +375,16 @@ class WhisperFlamingo(nn.Module):
         """Teacher-forced logits ``(B, L, n_vocab)`` for ``tokens`` under ``modality``."""
         xa, xv = self.encode(mel, video, padding_mask, modality, video_features)
         return self.decoder(tokens, xa, None, xv=xv if self.gated else None)
+
+    def audio_only(self) -> Whisper:
+        """The Whisper inside (its tensors shared, not copied), without the video branch and gated layers:
+        what the original built for ``--av_fusion None`` before loading a stage-2 checkpoint non-strictly.
+        Stage 2 freezes Whisper, so this is the stage-1 model the stage-2 one was trained from."""
+        with torch.device("meta"):
+            whisper = Whisper(self.dims)
+        state = self.state_dict()
+        whisper.load_state_dict({k: state[k] for k in whisper.state_dict()}, strict=True, assign=True)
+        return whisper.train(self.training)
 
     # ------------------------------------------------------------------------------------ parameters
     def gated_parameter_names(self) -> list[str]:

@@ -32,9 +32,20 @@ from whisper_flamingo.models.registry import register_model
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelDimensions", "Whisper", "WHISPER_SIZES", "whisper_dims", "build_whisper", "AudioEncoder",
-           "TextDecoder", "KVCache", "LayerCache", "MultiHeadAttention", "ResidualAttentionBlock", "LayerNorm",
-           "sinusoids"]
+__all__ = ["ModelDimensions", "Whisper", "AudioEncoder", "TextDecoder", "KVCache", "LayerCache",
+           "MultiHeadAttention", "ResidualAttentionBlock", "LayerNorm", "sinusoids", "MODALITY_NAMES",
+           "model_modality", "WHISPER_SIZES", "whisper_dims", "build_whisper"]
+
+#: the decoder's modality names -> the model's: asr = audio (video zeroed), avsr = both, vsr = video only
+MODALITY_NAMES = {"asr": "a", "avsr": "av", "vsr": "v"}
+
+
+def model_modality(modality: str) -> str:
+    """``"a"``, ``"av"`` or ``"v"`` for a modality given in either naming (``asr``/``avsr``/``vsr`` too)."""
+    out = MODALITY_NAMES.get(modality, modality)
+    if out not in ("a", "av", "v"):
+        raise ValueError(f"modality must be one of asr, avsr, vsr (or a, av, v), got {modality!r}")
+    return out
 
 
 class LayerNorm(nn.LayerNorm):
@@ -302,9 +313,23 @@ class Whisper(nn.Module):
     def num_languages(self) -> int:
         return self.dims.n_vocab - 51765 - int(self.is_multilingual)
 
+    @property
+    def video_encoder_kind(self) -> str | None:
+        """The video encoder this model has: None (audio only)."""
+        return None
+
     def embed_audio(self, mel: Tensor) -> Tensor:
         """Encoder features (B, T', d) for ``mel`` (B, n_mels, T): T' = ceil(T/2) cropped to n_audio_ctx."""
         return self.encoder(mel)
+
+    def encode(self, mel: Tensor, video: Tensor | None = None, padding_mask: Tensor | None = None,
+               modality: str = "asr", video_features: Tensor | None = None) -> tuple[Tensor, None]:
+        """What the search needs: ``(audio_features, None)`` (no video stream).  The signature is
+        :meth:`WhisperFlamingo.encode`'s; an audio-only model takes only ``asr`` (``a``) and no video."""
+        if model_modality(modality) != "a":
+            raise ValueError(f"modality {modality!r}: an audio-only Whisper has no video branch; use asr "
+                             "(or a Whisper-Flamingo model)")
+        return self.encoder(mel), None
 
     def logits(self, tokens: Tensor, audio_features: Tensor | None,
                cache: KVCache | None = None) -> Tensor:
@@ -315,8 +340,11 @@ class Whisper(nn.Module):
         """Teacher-forced logits for ``tokens`` given ``mel``."""
         return self.decoder(tokens, self.encoder(mel))
 
-    def new_kv_cache(self, audio_features: Tensor, beams: int = 1) -> KVCache:
-        """A decoding cache with ``B * beams`` rows (row r decodes utterance r // beams)."""
+    def new_kv_cache(self, audio_features: Tensor, beams: int = 1, xv: Tensor | None = None) -> KVCache:
+        """A decoding cache with ``B * beams`` rows (row r decodes utterance r // beams); ``xv`` must be
+        None (what :meth:`encode` returns for the video stream)."""
+        if xv is not None:
+            raise ValueError("an audio-only Whisper takes no video features (xv)")
         return self.decoder.new_kv_cache(audio_features, beams)
 
 
