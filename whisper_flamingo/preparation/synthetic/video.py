@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_flamingo.data.synthetic.espeak import Phone
 from whisper_flamingo.errors import DataError
+from whisper_flamingo.preparation.synthetic.espeak import Phone
 
 log = logging.getLogger(__name__)
 
