@@ -14,10 +14,15 @@ STAMP := $(VENV)/.installed
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python pyproject.toml
+# openai-whisper goes in with --no-deps (on Linux x86_64 it requires triton, ~1 GB installed and useless on
+# CPU); every other requirement of pyproject.toml (ours include openai-whisper's real ones) is installed by
+# name, then the package itself with --no-deps.  A plain `pip install .` works too, with triton.
+$(STAMP): $(BIN)/python pyproject.toml tools/pyproject_deps.py
 	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q --no-deps $(WHISPER_SPEC)
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python tools/pyproject_deps.py --extras "$(EXTRAS)" --exclude openai-whisper > $(VENV)/requirements.txt
+	$(BIN)/pip install -q -r $(VENV)/requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,6 +35,14 @@ demo-av: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x --timeout=600 tests
+
+# Both benchmarks with their defaults (decode speed on ../shared/data/jfk.flac, training throughput on
+# synthetic batches); extra arguments: make bench DECODE_BENCH_ARGS="--muavic-root demo_out/corpus".
+DECODE_BENCH_ARGS ?=
+TRAIN_BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python benchmarks/decode_speed.py $(DECODE_BENCH_ARGS)
+	$(BIN)/python benchmarks/train_throughput.py $(TRAIN_BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

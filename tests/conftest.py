@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from corpus_utils import make_tiny_corpus, tiny_config
+from needs import need
 
 torch.set_num_threads(2)
 
@@ -36,9 +37,8 @@ def tiny_cfg(tiny_corpus):
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real media); skips the test when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data (real test media) is not present")
+    """``../shared/data`` (real media); skips the test when it is absent (fails under ``CI=true``)."""
+    need(SHARED_DATA.is_dir(), f"{SHARED_DATA} (real test media)")
     return SHARED_DATA
 
 

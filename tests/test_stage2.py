@@ -20,6 +20,7 @@ from corpus_utils import _write_video, make_tiny_corpus, synth_speech, tensorboa
 from whisper.model import ModelDimensions
 
 from whisper_flamingo.config import load_config
+from whisper_flamingo.data.video import read_video
 from whisper_flamingo.errors import ConfigError, DataError
 from whisper_flamingo.models.whisper import Whisper
 
@@ -69,10 +70,41 @@ def train(args: list[str]) -> None:
 
 def weights(ckpt: Path) -> dict[str, torch.Tensor]:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    return {k[len("model."):]: v for k, v in state["state_dict"].items()}
+    return {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
 
 
-def test_only_new_layers_learn_and_validation_logs_every_modality(setup):
+def record_initial_weights(monkeypatch) -> dict[str, torch.Tensor]:
+    """Make the next ``train`` call store its model's weights as training starts (its initial weights)."""
+    import lightning.pytorch as pl
+
+    from whisper_flamingo.tasks import run
+
+    init: dict[str, torch.Tensor] = {}
+
+    class Snapshot(pl.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            init.update({k: v.detach().clone() for k, v in pl_module.model.state_dict().items()})
+
+    build = run.build_trainer
+
+    def trainer_with_snapshot(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.callbacks.append(Snapshot())
+        return trainer
+
+    monkeypatch.setattr(run, "build_trainer", trainer_with_snapshot)
+    return init
+
+
+def assert_moved(after: dict[str, torch.Tensor], init: dict[str, torch.Tensor], keys: list[str]) -> None:
+    """Every tensor in ``keys`` differs from its value when training started."""
+    assert keys
+    still = [k for k in keys if torch.equal(after[k], init[k])]
+    assert not still, f"{len(still)} of {len(keys)} tensors did not move from their initial value: {still[:5]}"
+
+
+def test_only_new_layers_learn_and_validation_logs_every_modality(setup, monkeypatch):
+    init = record_initial_weights(monkeypatch)
     train(overrides(setup, "learn", num_train_steps=4, validate_every_n_batches=4, val_decode=True,
                     limit_val_batches=1, video_ctc_weight=1.0))
     after = weights(setup["root"] / "ckpt" / "learn" / "last.ckpt")
@@ -83,15 +115,22 @@ def test_only_new_layers_learn_and_validation_logs_every_modality(setup):
     for k, v in stage1.items():  # every Whisper tensor: exactly the stage-1 checkpoint's
         assert torch.equal(after[k], v), k
 
-    # the new tensors moved (a fresh build has the same shapes: compare with its init, gates start at 0)
+    # every new tensor moved from the weights this run started with (gates start at 0)
+    assert init.keys() == after.keys()
+    for k, v in stage1.items():
+        assert torch.equal(init[k], v), k  # the run started from the stage-1 weights
     gated = [k for k in after if any(s in k for s in (".gated_x_attn", ".attn_gate", ".ff_ln.", ".ff.", ".ff_gate"))]
     assert len(gated) == 2 * 17, gated  # 2 decoder blocks x 17 tensors
     for k in gated:
         if k.endswith(("attn_gate", "ff_gate")):
-            assert after[k].abs().sum() > 0, k
-    assert after["encoder.video_projection_scalar"].item() != 1.0
-    video = [k for k in after if k.startswith("encoder.video_model.") and after[k].is_floating_point()]
-    assert video
+            assert init[k].abs().sum() == 0 and after[k].abs().sum() > 0, k
+    # (AV-HuBERT's audio front end is never run: Whisper encodes the audio, the video model sees lips only)
+    video = [k for k in after if k.startswith("encoder.video_model.") and after[k].is_floating_point()
+             and ".feature_extractor_audio." not in k]
+    projection = [k for k in after if k.startswith("encoder.video_projection")]
+    assert sorted(projection) == ["encoder.video_projection.bias", "encoder.video_projection.weight",
+                                  "encoder.video_projection_scalar"], projection
+    assert_moved(after, init, gated + projection + video)
 
     logs = tensorboard_scalars(setup["root"] / "logs" / "whisper" / "learn")
     for prefix in ("test_noisy_en_babble", "test", "val_noisy_en_babble", "val"):
@@ -210,14 +249,40 @@ def test_batches_carry_video_with_seeded_augmentation(setup):
     rec = ds.records[0]  # video trimmed to the audio (these clips are a frame short: not padded)
     assert a["video"].shape[1:] == (88, 88)
     assert a["video"].shape[0] == min(rec.n_video_frames, round(rec.n_samples / 640))
-    # another epoch draws another crop/flip (these 96x96 clips: 81 crops x 2 flips)
-    assert not torch.equal(a["video"], c["video"]) or not torch.equal(a["mel"], c["mel"])
+    # each epoch draws its own crop/flip of the same frames (these 96x96 clips: 81 crops x 2 flips), the same
+    # draw for the same (seed, epoch, index); evaluation takes the centre crop unflipped
+    raw = read_video(rec.video_path, max_frames=a["video"].shape[0])
+    draws = [crop_and_flip(raw, ds[(epoch, 0)]["video"]) for epoch in range(8)]
+    assert draws[0] == crop_and_flip(raw, b["video"]) and draws[1] == crop_and_flip(raw, c["video"])
+    assert len(set(draws)) >= 6 and {flip for _, _, flip in draws} == {False, True}, draws
+    ds.seed += 1
+    assert [crop_and_flip(raw, ds[(epoch, 0)]["video"]) for epoch in range(8)] != draws  # the seed decides
+    ds.seed -= 1
+    val = dm.eval_datasets["val"]
+    assert crop_and_flip(read_video(val.records[0].video_path), val[0]["video"]) == (4, 4, False)
     batch = next(iter(dm.val_dataloader()[3]))
     assert batch["video"].dim() == 5 and batch["video"].shape[:2] == (batch["mel"].shape[0], 1)
     assert batch["video_padding_mask"].dtype == torch.bool
     lengths = (~batch["video_padding_mask"]).sum(1).tolist()
     frames = {r.id: min(r.n_video_frames, round(r.n_samples / 640)) for r in dm.eval_datasets["val"].records}
     assert lengths == [frames[i] for i in batch["ids"]] and max(lengths) == batch["video"].shape[2]
+
+
+def crop_and_flip(frames: np.ndarray, video: torch.Tensor) -> tuple[int, int, bool]:
+    """The one ``(top, left, flipped)`` 88x88 crop of uint8 ``frames (T, 96, 96)`` that gives ``video``."""
+    from whisper_flamingo.data.video import transform_video
+
+    frames = frames[: video.shape[0]]
+
+    def crop(top: int, left: int, flip: bool, n: int) -> torch.Tensor:
+        clip = frames[:n, top: top + 88, left: left + 88]
+        return transform_video(clip[:, :, ::-1] if flip else clip)
+
+    first = [(top, left, flip) for top in range(frames.shape[1] - 87) for left in range(frames.shape[2] - 87)
+             for flip in (False, True) if torch.equal(crop(top, left, flip, 2), video[:2])]
+    found = [c for c in first if torch.equal(crop(*c, len(frames)), video)]
+    assert len(found) == 1, found
+    return found[0]
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +313,10 @@ def test_features_path_trains_and_modality_draws_survive_a_resume(setup, feature
 
     kw = dict(video_model_config="", video_feature_dir=features, num_train_steps=5, checkpoint_every_n_steps=3,
               noise_snr_train="[-5,5]", prob_use_av=0.3, prob_use_a=0.3)
+    build = run.build_trainer
+    init = record_initial_weights(monkeypatch)
     train(overrides(setup, "whole", **kw))
+    monkeypatch.setattr(run, "build_trainer", build)
 
     # after the step-3 checkpoint (mid-epoch: Lightning defers a periodic checkpoint that falls on the last
     # batch of an epoch to the next validation)
@@ -256,8 +324,6 @@ def test_features_path_trains_and_modality_draws_survive_a_resume(setup, feature
         def on_train_batch_start(self, trainer, *args) -> None:
             if trainer.global_step == 3:
                 raise Crash()
-
-    build = run.build_trainer
 
     def crashing_trainer(*args, **kwargs):
         trainer = build(*args, **kwargs)
@@ -282,10 +348,12 @@ def test_features_path_trains_and_modality_draws_survive_a_resume(setup, feature
         assert torch.equal(a[k], b[k]), k
     assert a["encoder.video_projection.weight"].shape == (64, 24)  # D from the feature files
     assert not any(k.startswith("encoder.video_model.") for k in a)
-    torch.manual_seed(0)
-    init = torch.nn.Linear(24, 64).weight  # not the init: training moved the projection
-    assert not torch.equal(a["encoder.video_projection.weight"], init)
-    assert a["decoder.blocks.0.attn_gate"].abs().item() > 0
+    # training moved the projection and the gated layers from this run's initial weights; Whisper stayed put
+    new = [k for k in a if k.startswith("encoder.video_projection") or ".gated_x_attn" in k or "_gate" in k
+           or ".ff." in k or ".ff_ln." in k]
+    assert len(new) == 3 + 2 * 17, new
+    assert_moved(a, init, new)
+    assert all(torch.equal(a[k], init[k]) for k in a if k not in new)
 
 
 def test_video_ctc_loss_rewards_the_right_frames_and_needs_a_trained_encoder(setup):

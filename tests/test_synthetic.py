@@ -7,17 +7,18 @@ import random
 import re
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
+import soundfile as sf
+from needs import need_module
 
-pytest.importorskip("espeakng_loader", reason="the synthetic corpus needs espeakng-loader (synth extra)")
-av = pytest.importorskip("av")
-sf = pytest.importorskip("soundfile")
+from whisper_flamingo.errors import ConfigError
+from whisper_flamingo.preparation.synthetic import generate_corpus
+from whisper_flamingo.preparation.synthetic.corpus import N_BABBLE
+from whisper_flamingo.preparation.synthetic.grammar import LANGS, SentenceGenerator, english_vocabulary
 
-from whisper_flamingo.data.synthetic import generate_corpus  # noqa: E402
-from whisper_flamingo.data.synthetic.corpus import N_BABBLE  # noqa: E402
-from whisper_flamingo.data.synthetic.grammar import LANGS, SentenceGenerator, english_vocabulary  # noqa: E402
-from whisper_flamingo.errors import ConfigError  # noqa: E402
+need_module("espeakng_loader", "the synth extra: pip install .[synth]", module_level=True)
 
 SIZES = {"train": 12, "valid": 4, "test": 4}
 LANGS_USED = ("fr", "es")
@@ -197,8 +198,9 @@ def test_grammar_vocabulary_and_translations():
 
 
 def test_resampler_matches_scipy():
-    signal = pytest.importorskip("scipy.signal")
-    from whisper_flamingo.data.synthetic.espeak import resample_to
+    from scipy import signal
+
+    from whisper_flamingo.preparation.synthetic.espeak import resample_to
 
     x = np.random.default_rng(0).standard_normal(22050 + 17)
     ours = resample_to(x, 22050, 16000)

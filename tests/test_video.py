@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from needs import need
 
 from whisper_flamingo.data.manifest import manifest_spec, read_manifest, resolve_selection
 from whisper_flamingo.data.video import (
@@ -100,8 +101,7 @@ def test_centre_crop_offsets():
 
 def test_real_talking_face_clip():
     path = SHARED_DATA / "talking_face_demo.mp4"
-    if not path.is_file():
-        pytest.skip(f"{path} (real test media) is not present")
+    need(path.is_file(), f"{path} (real test media)")
     import av
 
     frames = read_video(path, max_frames=25)  # ~1 s

@@ -229,12 +229,6 @@ class Config:
         return "En-X" if self.lang == "multi_en-st" else "transcribe"
 
     @property
-    def noise_name(self) -> str:
-        if self.val_noise_name:
-            return self.val_noise_name
-        return "en_babble" if self.is_audio_visual else "multi_babble"
-
-    @property
     def checkpoint_dir(self) -> Path:
         return Path(self.check_output_dir) / self.train_id
 
@@ -252,13 +246,6 @@ class Config:
 # ---------------------------------------------------------------------- typing and checking
 _HINTS = typing.get_type_hints(Config)
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(Config))
-
-
-def key_doc(key: str) -> str:
-    for f in fields(Config):
-        if f.name == key:
-            return f.metadata.get("doc", "")
-    raise KeyError(key)
 
 
 def _type_name(tp: Any) -> str:

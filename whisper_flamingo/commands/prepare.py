@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def _add_synthetic(sub) -> None:
-    from whisper_flamingo.data.synthetic.grammar import LANGS
+    from whisper_flamingo.preparation.synthetic.grammar import LANGS
 
     p = sub.add_parser(
         "synthetic", help="generate a synthetic audio-visual corpus in the MuAViC layout",
@@ -51,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.what != "synthetic":  # pragma: no cover - argparse restricts the choices
         raise SystemExit(f"unknown prepare target {args.what}")
-    from whisper_flamingo.data.synthetic import generate_corpus
     from whisper_flamingo.errors import ConfigError
+    from whisper_flamingo.preparation.synthetic import generate_corpus
 
     if args.min_words < 3 or args.max_words < args.min_words:
         raise ConfigError(f"--min-words {args.min_words} / --max-words {args.max_words}: need "

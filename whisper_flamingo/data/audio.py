@@ -231,11 +231,6 @@ def to_unit_range(audio_int16_units: np.ndarray) -> np.ndarray:
     return (np.asarray(audio_int16_units, dtype=np.float32) / np.float32(INT16_SCALE)).astype(np.float32)
 
 
-def n_mel_frames(n_samples: int) -> int:
-    """Number of 10 ms mel frames Whisper computes for ``n_samples``: ``n_samples // 160``."""
-    return int(n_samples) // HOP_LENGTH
-
-
 def pad_or_trim(audio: np.ndarray, length: int = N_SAMPLES_30S) -> np.ndarray:
     """Zero-pad or cut a 1-D waveform to ``length`` samples (30 s: the original-Whisper mode)."""
     audio = np.asarray(audio)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from whisper_flamingo.data.synthetic import lexicon
+from whisper_flamingo.preparation.synthetic import lexicon
 
 LANGS = ("fr", "es")  # supported En-X target languages
 PERSONS = ("1s", "3s", "1p", "3p")

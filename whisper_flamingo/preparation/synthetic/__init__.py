@@ -4,6 +4,6 @@
 command line is ``whisper-flamingo prepare synthetic``.
 """
 
-from whisper_flamingo.data.synthetic.corpus import CorpusInfo, generate_corpus
+from whisper_flamingo.preparation.synthetic.corpus import CorpusInfo, generate_corpus
 
 __all__ = ["CorpusInfo", "generate_corpus"]

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_flamingo.data.synthetic import noise as noise_gen
-from whisper_flamingo.data.synthetic.grammar import LANGS, SentenceGenerator, english_vocabulary
-from whisper_flamingo.data.synthetic.video import FPS, FaceStyle
 from whisper_flamingo.errors import ConfigError
+from whisper_flamingo.preparation.synthetic import noise as noise_gen
+from whisper_flamingo.preparation.synthetic.grammar import LANGS, SentenceGenerator, english_vocabulary
+from whisper_flamingo.preparation.synthetic.video import FPS, FaceStyle
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def _utt_spec(rng: random.Random, spk: Speaker, key: str, text: str, audio: str 
 
 
 def _make_audio(spec: UttSpec) -> tuple[np.ndarray, list, float]:
-    from whisper_flamingo.data.synthetic.espeak import engine, resample_to
+    from whisper_flamingo.preparation.synthetic.espeak import engine, resample_to
 
     syn = engine().synthesize(spec.text, voice=spec.voice, rate=spec.rate, pitch=spec.pitch,
                               pitch_range=spec.pitch_range, word_gap=spec.word_gap)
@@ -227,7 +227,7 @@ def _synth_batch(specs: list[UttSpec]) -> list[dict]:
     """Make every utterance of a batch, in order, in this (fresh) process."""
     import soundfile as sf
 
-    from whisper_flamingo.data.synthetic.video import articulation_track, render_frames, write_mp4
+    from whisper_flamingo.preparation.synthetic.video import articulation_track, render_frames, write_mp4
 
     results = []
     for spec in specs:
@@ -351,7 +351,7 @@ def generate_corpus(out: Path, seed: int = 0, n_train: int = 300, n_valid: int =
     skips the babble and training noise files (faster, for tests).
     """
     t0 = time.perf_counter()
-    from whisper_flamingo.data.synthetic.espeak import voice_variants
+    from whisper_flamingo.preparation.synthetic.espeak import voice_variants
 
     out = Path(out).resolve()
     sizes = {"train": int(n_train), "valid": int(n_valid), "test": int(n_test)}

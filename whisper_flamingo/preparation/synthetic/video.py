@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_flamingo.data.synthetic.espeak import Phone
 from whisper_flamingo.errors import DataError
+from whisper_flamingo.preparation.synthetic.espeak import Phone
 
 log = logging.getLogger(__name__)
 
@@ -309,17 +309,3 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS, codec: str = "mpeg
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-
-
-def read_mp4_gray(path: Path) -> np.ndarray:
-    """Decode every frame of a video as grayscale ``(T, H, W)`` uint8 (PyAV)."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            frames = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
-    except (av.error.FFmpegError, OSError) as err:  # pragma: no cover - corrupt file
-        raise DataError(f"cannot decode video: {err}", reason="unreadable", path=path) from err
-    if not frames:
-        raise DataError("video has no frames", reason="empty_file", path=path)
-    return np.stack(frames)
