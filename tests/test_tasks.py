@@ -101,3 +101,13 @@ def test_eval_sampler_splits_batches_by_rank_without_repeats():
     train = [LengthBatchSampler(lengths, 12, shuffle=True, drop_last=False, num_replicas=3, rank=r)
              for r in range(3)]
     assert len({len(list(s)) for s in train}) == 1
+
+
+def test_validation_decoding_uses_the_runaway_guard():
+    """Training-time validation decodes greedily with the guard on (``decode`` has it off by default)."""
+    from whisper_flamingo.decoding.search import SearchOptions
+    from whisper_flamingo.tasks.asr import validation_search
+
+    opts = validation_search()
+    assert opts.beam_size == 1 and opts.runaway_guard
+    assert opts.budget(2.0) < SearchOptions().budget(2.0) == 224

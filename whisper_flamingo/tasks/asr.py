@@ -112,6 +112,14 @@ def asr_datamodule(cfg: Config, model: nn.Module) -> pl.LightningDataModule:
                             eval_order=AUDIO_EVAL_ORDER, noise_name="multi_babble")
 
 
+def validation_search():
+    """Search options of validation decoding during training: greedy with the runaway guard on, so an
+    under-trained model cannot spend 224 tokens per utterance (``decode`` has it off by default)."""
+    from whisper_flamingo.decoding.search import SearchOptions
+
+    return SearchOptions(beam_size=1, runaway_guard=True)
+
+
 class WhisperASRTask(pl.LightningModule):
     """Fine-tune all Whisper parameters with teacher-forced cross-entropy.
 
@@ -235,9 +243,9 @@ class WhisperASRTask(pl.LightningModule):
 
     @torch.no_grad()
     def _greedy(self, batch: dict[str, Any]) -> list[str]:
-        from whisper_flamingo.decoding.search import SearchOptions, decode_batch
+        from whisper_flamingo.decoding.search import decode_batch
 
-        hyps = decode_batch(self.model, batch["mel"], batch["prompts"], self.tokenizer, SearchOptions(beam_size=1),
+        hyps = decode_batch(self.model, batch["mel"], batch["prompts"], self.tokenizer, validation_search(),
                             mel_frames=batch["mel_frames"])
         return [h.text.strip() for h in hyps]
 

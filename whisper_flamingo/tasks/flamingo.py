@@ -45,7 +45,7 @@ from whisper_flamingo.models.flamingo import (
     modality_rng,
 )
 from whisper_flamingo.models.params import count_parameters, human
-from whisper_flamingo.tasks.asr import IGNORE_INDEX, WhisperASRTask, build_whisper, token_accuracy
+from whisper_flamingo.tasks.asr import IGNORE_INDEX, WhisperASRTask, build_whisper, token_accuracy, validation_search
 from whisper_flamingo.tasks.registry import register_task
 
 log = logging.getLogger(__name__)
@@ -265,9 +265,9 @@ class WhisperFlamingoTask(WhisperASRTask):
 
     @torch.no_grad()
     def _greedy_av(self, batch: dict[str, Any], xa: torch.Tensor, xv: torch.Tensor) -> list[str]:
-        from whisper_flamingo.decoding.search import SearchOptions, decode_batch
+        from whisper_flamingo.decoding.search import decode_batch
 
-        hyps = decode_batch(self.model, None, batch["prompts"], self.tokenizer, SearchOptions(beam_size=1),
+        hyps = decode_batch(self.model, None, batch["prompts"], self.tokenizer, validation_search(),
                             mel_frames=batch["mel_frames"], audio_features=xa, xv=xv)
         return [h.text.strip() for h in hyps]
 
