@@ -20,10 +20,13 @@ from corpus_utils import _write_video, make_tiny_corpus, synth_speech, tensorboa
 from whisper.model import ModelDimensions
 
 from whisper_flamingo.config import load_config
+from whisper_flamingo.data.datamodule import AV_EVAL_ORDER
 from whisper_flamingo.data.video import read_video
 from whisper_flamingo.errors import ConfigError, DataError
 from whisper_flamingo.models.whisper import Whisper
 
+#: what the flamingo task hands its data module (tasks/flamingo.py)
+AV_DATA = {"video": True, "eval_order": AV_EVAL_ORDER, "noise_name": "en_babble"}
 TINY_DIMS = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=2,
                             n_vocab=51864, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=2)
 
@@ -211,7 +214,7 @@ def test_bad_video_names_the_file_or_is_skipped(setup, tmp_path, kind, reason, w
 
     root, bad = _bad_corpus(setup, tmp_path, kind)
     cfg = load_config(None, overrides(setup, "bad", corpus=root))
-    dm = MuavicDataModule(cfg, n_mels=80, multilingual=False, stage=2)
+    dm = MuavicDataModule(cfg, n_mels=80, multilingual=False, **AV_DATA)
     if when == "setup":
         with pytest.raises(DataError) as err:
             dm.setup("fit")
@@ -225,7 +228,7 @@ def test_bad_video_names_the_file_or_is_skipped(setup, tmp_path, kind, reason, w
         assert "\n" not in str(err.value)
 
     cfg.on_bad_sample = "skip"
-    dm = MuavicDataModule(cfg, n_mels=80, multilingual=False, stage=2)
+    dm = MuavicDataModule(cfg, n_mels=80, multilingual=False, **AV_DATA)
     dm.setup("fit")
     if when == "setup":
         assert dm.bad_counts[reason] == 1 and len(dm.train_dataset) == 5
@@ -240,7 +243,7 @@ def test_batches_carry_video_with_seeded_augmentation(setup):
     from whisper_flamingo.data.datamodule import MuavicDataModule
 
     cfg = load_config(None, overrides(setup, "batches"))
-    dm = MuavicDataModule(cfg, n_mels=80, multilingual=False, stage=2)
+    dm = MuavicDataModule(cfg, n_mels=80, multilingual=False, **AV_DATA)
     dm.setup("fit")
     assert dm.val_names == ["test_noisy_en_babble", "test", "val_noisy_en_babble", "val"]
     ds = dm.train_dataset
@@ -397,7 +400,7 @@ def test_stage2_optimisation_lowers_the_loss_with_whisper_frozen(setup):
     cfg = load_config(None, overrides(setup, "overfit", video_ctc_weight=0.5, batch_size=3.0))
     torch.manual_seed(0)
     model = build_stage2_model(cfg, load_model_for(cfg))
-    dm = MuavicDataModule(cfg, n_mels=80, multilingual=model.is_multilingual, stage=2)
+    dm = MuavicDataModule(cfg, n_mels=80, multilingual=model.is_multilingual, **AV_DATA)
     dm.setup("fit")
     task = WhisperFlamingoTask(cfg, model, tokenizer_for(model), dm.val_names)
     whisper_before = {k: v.clone() for k, v in model.state_dict().items()

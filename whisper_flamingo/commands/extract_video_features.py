@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--muavic-root", required=True, help="folder holding muavic/ (as muavic_root)")
     parser.add_argument("--lang", default="en", help="data selection as the lang key (en, es, multi-all, "
                                                      "multi_en-st, lrs2, ...; default en)")
-    parser.add_argument("--task", default="auto", help="auto, transcribe, En-X or X-En (as the task key)")
+    parser.add_argument("--task", default="auto", help="auto, transcribe, En-X or X-En (as whisper_task in a config)")
     parser.add_argument("--split", nargs="+", default=["test"], choices=["train", "valid", "test"],
                         help="split(s) to extract (default: test)")
     parser.add_argument("--lrs2-root", default="", help="LRS2 folder (for --lang lrs2)")

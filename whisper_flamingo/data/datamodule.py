@@ -163,15 +163,12 @@ class MuavicDataModule(L.LightningDataModule):
     ``video_feature_dir`` when that is set).  ``eval_order``: the evaluation loaders, from
     ``val_noisy``, ``val``, ``test_noisy``, ``test`` (a noisy one only with its noise list);
     ``noise_name``: their noisy sets' name in metrics unless ``val_noise_name`` is set.
-    ``stage=2`` (older callers) is short for the flamingo task's values.
     """
 
     def __init__(self, cfg: Config, n_mels: int, multilingual: bool, *, video: bool = False,
                  eval_order: Sequence[str] = AUDIO_EVAL_ORDER, noise_name: str = "multi_babble",
-                 num_languages: int | None = None, stage: int | None = None) -> None:
+                 num_languages: int | None = None) -> None:
         super().__init__()
-        if stage == 2:
-            video, eval_order, noise_name = True, AV_EVAL_ORDER, "en_babble"
         unknown = set(eval_order) - set(AUDIO_EVAL_ORDER)
         if unknown:
             raise ValueError(f"eval_order: unknown loaders {sorted(unknown)}; use {', '.join(AUDIO_EVAL_ORDER)}")
