@@ -1,7 +1,9 @@
 """Randomly initialised video encoders of named sizes for stage-2 training from scratch.
 
 ``large`` / ``base`` are AV-HuBERT's released sizes; ``tiny`` is a CPU-demo size with a light ResNet
-front end.
+front end; ``lip2d`` is not an AV-HuBERT but a per-frame 2D CNN with temporal convolutions
+(:class:`~whisper_flamingo.models.lip_frontends.FrameConvEncoder`), the cheapest lip reader to train
+from scratch on a CPU.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ from torch import nn
 
 from whisper_flamingo.errors import ConfigError
 from whisper_flamingo.models.avhubert import AVHubert, AVHubertConfig
+from whisper_flamingo.models.lip_frontends import FrameConvEncoder
 from whisper_flamingo.models.resnet import ResEncoder, ResNetTrunk
 
 #: light ResNet front end of the ``tiny`` video encoder: stem channels, stage widths, blocks per stage
 TINY_FRONT_END = {"stem": 16, "widths": (16, 32, 64, 128), "blocks": (1, 1, 1, 1), "input_pool": 2}
+
+#: the ``lip2d`` encoder (:class:`FrameConvEncoder` arguments)
+LIP2D = {"dim": 256, "pool": 4, "channels": (32, 64, 64), "layers": 2, "kernel": 9, "dropout": 0.1}
 
 
 def video_model_config(name: str) -> AVHubertConfig:
@@ -32,7 +38,7 @@ def video_model_config(name: str) -> AVHubertConfig:
         return replace(AVHubertConfig.base(finetuned=True), encoder_layers=2, encoder_embed_dim=256,
                        encoder_ffn_embed_dim=1024, encoder_attention_heads=4, encoder_layerdrop=0.0,
                        dropout=0.1, attention_dropout=0.1, activation_dropout=0.0)
-    raise ConfigError(f"video_model_config: unknown size {name!r}; use tiny, base or large")
+    raise ConfigError(f"video_model_config: unknown size {name!r}; use tiny, base, large or lip2d")
 
 
 def light_front_end(relu_type: str = "prelu", stem: int = 16, widths: tuple[int, ...] = (16, 32, 64, 128),
@@ -65,7 +71,10 @@ def new_video_encoder(name: str, use_av_hubert_encoder: bool = True, mode: str =
 
     ``tiny`` also narrows the ResNet front end (:data:`TINY_FRONT_END`); without
     ``use_av_hubert_encoder`` it is the front end alone (ResNet-18, or the light one for ``tiny``).
+    ``lip2d`` is a :class:`FrameConvEncoder` (:data:`LIP2D`) whatever ``use_av_hubert_encoder`` says.
     """
+    if name == "lip2d":
+        return FrameConvEncoder(**LIP2D)
     cfg = video_model_config(name)
     if not use_av_hubert_encoder:
         return light_front_end(cfg.resnet_relu_type, **TINY_FRONT_END) if name == "tiny" \
