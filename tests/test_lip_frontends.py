@@ -64,3 +64,14 @@ def test_lip2d_stage2_checkpoint_reloads_strictly(tmp_path):
     video = torch.randn(1, 1, 6, 88, 88)
     with torch.no_grad():
         assert torch.equal(model.video_features(video), loaded.video_features(video))
+
+
+def test_demo_av_check_compares_with_the_stage1_model_at_the_target_ratio():
+    from whisper_flamingo.commands.demo_av import check
+
+    rows = {"stage 1, audio (asr)": {"-5": 70.0}, "stage 2, video zeroed (asr)": {"-5": 80.0},
+            "stage 2, audio-visual (avsr)": {"-5": 62.0}}
+    ok, line, audio, av = check(rows, 0.85)  # 62 < 80 (zeroed) but 62 > 0.85 x 70 = 59.5
+    assert (ok, audio, av) == (False, 70.0, 62.0) and "NOT met" in line
+    rows["stage 2, audio-visual (avsr)"]["-5"] = 59.5
+    assert check(rows, 0.85)[0] is True
