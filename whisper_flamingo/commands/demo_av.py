@@ -11,8 +11,8 @@
 6. print the WER table, write Markdown/CSV tables and a WER-vs-SNR plot, and check that at -5 dB
    babble the audio-visual WER is at most ``--target`` (0.85) times the stage-1 model's.
 
-Every tuning decision behind ``config/audio-visual/demo.yaml`` was made on the valid split
-(``whisper-flamingo decode --split valid``); the check reads only the test split.  Finished steps are
+Tune ``config/audio-visual/demo.yaml`` on the valid split (``whisper-flamingo decode --split valid``);
+the check reads only the test split.  Finished steps are
 reused when run again (``--fresh`` starts over).  The last line is
 ``audio_wer_m5db=<x> av_wer_m5db=<y> wall_s=<z>`` (audio = the stage-1 model).
 """
