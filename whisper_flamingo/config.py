@@ -50,7 +50,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "monitor_mode": ("max", "min"),
     "val_normalizer": ("fairseq", "whisper", "none"),
-    "video_model_config": ("", "tiny", "base", "large"),
+    "video_model_config": ("", "tiny", "base", "large", "lip2d"),
     "video_model_mode": ("auto", "finetuned", "pretrained"),
 }
 
@@ -181,7 +181,9 @@ class Config:
     video_model_ckpt: str = field(default="", metadata=_doc("AV-HuBERT checkpoint."))
     video_model_config: str = field(default="", metadata=_doc(
         "Without video_model_ckpt: tiny, base or large = a randomly initialised AV-HuBERT (the ResNet front end "
-        "alone without use_av_hubert_encoder) trained from scratch; tiny also narrows the ResNet (CPU demos)."))
+        "alone without use_av_hubert_encoder) trained from scratch; tiny also narrows the ResNet (CPU demos); "
+        "lip2d = a per-frame 2D CNN + temporal convolutions (models/lip_frontends.py, CPU demos; "
+        "use_av_hubert_encoder does not apply)."))
     video_model_mode: str = field(default="auto", metadata=_doc(
         "AV-HuBERT code path: finetuned, pretrained, or auto (from the checkpoint's keys)."))
     freeze_video_model: bool = field(default=True, metadata=_doc("Keep AV-HuBERT frozen."))

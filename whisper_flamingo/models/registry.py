@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 FAMILY_MODULES: tuple[str, ...] = (
     "whisper_flamingo.models.whisper",
     "whisper_flamingo.models.resnet",
+    "whisper_flamingo.models.lip_frontends",
     "whisper_flamingo.models.avhubert",
     "whisper_flamingo.models.flamingo",
 )

@@ -3,7 +3,10 @@
 Each size is a pair of registered configurations (:mod:`whisper_flamingo.models.registry`): the AV-HuBERT
 (``use_av_hubert_encoder: true``) and its lip front end alone (``false``).  ``large`` / ``base`` are
 AV-HuBERT's released sizes with the ResNet-18 front end; ``tiny`` is the CPU-demo size with the light
-front end (:data:`~whisper_flamingo.models.resnet.LIGHT_FRONT_END`).
+front end (:data:`~whisper_flamingo.models.resnet.LIGHT_FRONT_END`).  ``lip2d`` is not an AV-HuBERT
+but a per-frame 2D CNN with temporal convolutions (``lip-2d``,
+:class:`~whisper_flamingo.models.lip_frontends.FrameConvEncoder`), the cheapest lip reader to train from
+scratch on a CPU.
 """
 
 from __future__ import annotations
@@ -20,13 +23,20 @@ VIDEO_ENCODER_SIZES: dict[str, tuple[str, str]] = {
     "large": ("avhubert-large", "lip-resnet18"),
 }
 
+#: ``video_model_config: lip2d`` -> this registered configuration
+LIP2D = "lip-2d"
+
 
 def new_video_encoder(name: str, use_av_hubert_encoder: bool = True, mode: str = "finetuned") -> nn.Module:
     """A randomly initialised video encoder of size ``name`` (``tiny``, ``base``, ``large``): the
     AV-HuBERT in ``mode`` (``pretrained`` or, for anything else, ``finetuned``), or without
-    ``use_av_hubert_encoder`` its lip front end alone."""
+    ``use_av_hubert_encoder`` its lip front end alone; ``lip2d``: the :data:`LIP2D` encoder whatever
+    ``use_av_hubert_encoder`` says."""
+    if name == "lip2d":  # the same module with or without use_av_hubert_encoder
+        return create(LIP2D)
     if name not in VIDEO_ENCODER_SIZES:
-        raise ConfigError(f"video_model_config: unknown size {name!r}; use {', '.join(VIDEO_ENCODER_SIZES)}")
+        raise ConfigError(f"video_model_config: unknown size {name!r}; "
+                          f"use {', '.join(VIDEO_ENCODER_SIZES)} or lip2d")
     avhubert, front_end = VIDEO_ENCODER_SIZES[name]
     if not use_av_hubert_encoder:
         return create(front_end)
