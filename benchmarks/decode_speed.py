@@ -8,7 +8,10 @@ One model (``--model``, default ``tiny.en``) with the same weights everywhere:
   on 30-s padded input and on variable-length input (an off-the-shelf model was trained on 30-s
   windows, so its variable-length WER shows what fine-tuning à la Whisper-Flamingo is needed for);
   the variable-length batched rows also ``masked`` (key-padding masks, ``use_padding_mask``: what a
-  model trained with ``padding_mask: true`` decodes with), in the same run;
+  model trained with ``padding_mask: true`` decodes with), in the same run; masks change the
+  hypotheses of a model (and so the work), so the cost of the masks alone is timed by the
+  ``mask-cost`` rows: the same batches with and without masks, end-of-text suppressed so that every
+  utterance decodes exactly ``--mask-cost-tokens`` tokens;
 * openai-whisper ``whisper.decode`` per utterance (30-s padded), greedy and beam 5;
 * CTranslate2 ``ctranslate2.models.Whisper`` (the engine of faster-whisper; the faster-whisper package is
   not needed) with int8 and float32 weights converted from the same checkpoint, 30-s padded, per
@@ -30,9 +33,8 @@ Threads are pinned: ``torch.set_num_threads(N)`` and CT2 ``intra_threads=N, inte
 x = ours (variable length, batched, greedy) / openai greedy per clip (user-facing); y = the same / CT2
 int8 greedy batched; z = ours (30-s padded, batched, greedy) / openai greedy per utterance (the same
 padded input, not the same batching); w = ours / openai, both greedy on the same padded batches of
-``--batch-size`` with the same tokens produced; m = ours greedy variable-length batched with masks /
-without (decoded tokens per second, since masks change the hypotheses and so the work; the audio-rate
-ratio is printed as ``masked_vs_unmasked_audio``).
+``--batch-size`` with the same tokens produced; m = the ``mask-cost`` greedy rows, masked / unmasked
+(equal work; ``masked_vs_unmasked_beam5``: the same for beam 5).
 
 For the variable-length targets pass a model fine-tuned on variable-length input (``--model
 demo_out/checkpoints/demo_tiny.en/last.ckpt`` after ``make demo``): every engine then runs the same
@@ -195,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--skip", nargs="*", default=[], choices=["openai", "ct2", "beam"], help="leave these out")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--mask-cost-tokens", type=int, default=32,
+                   help="tokens per utterance in the mask-cost rows (default: 32)")
     args = p.parse_args(argv)
 
     import logging
@@ -224,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
 
     n_tokens: dict[str, int] = {}  # ours: tokens decoded in the last timed round
 
-    def ours_run(ms, beam, batch, masked=False, name=""):
-        opts = SearchOptions(beam_size=beam, precision=precision)
+    def ours_run(ms, beam, batch, masked=False, name="", forced=None):
+        opts = SearchOptions(beam_size=beam, precision=precision) if forced is None else SearchOptions(
+            beam_size=beam, precision=precision, max_new_tokens=forced, suppress_tokens=f"-1,{tok.eot}")
 
         def run(idx):
             out = {}
@@ -251,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
                 configs[name] = ours_run(padded_m if padded else var_m, beam, batch, name=name)
                 if not padded and batch != 1:
                     configs[f"{name} masked"] = ours_run(var_m, beam, batch, masked=True, name=f"{name} masked")
+        cost = f"mask-cost {'greedy' if beam == 1 else f'beam{beam}'} varlen b{args.batch_size}"
+        for masked in (False, True):
+            label = f"{cost} masked" if masked else cost
+            configs[label] = ours_run(var_m, beam, args.batch_size, masked=masked, name=label,
+                                      forced=args.mask_cost_tokens)
 
     ll_tokens: dict[str, dict[int, list[int]]] = {}  # like-for-like rows: tokens of the last timed round
     if "openai" not in args.skip:
@@ -344,14 +354,14 @@ def main(argv: list[str] | None = None) -> int:
 
     best = f"ours greedy varlen b{args.batch_size}"
     ll = f"greedy padded b{args.batch_size}"
-    masked = f"{best} masked"
-    per_token = f"{results[masked]['tokens_per_s'] / results[best]['tokens_per_s']:.2f}" \
-        if masked in results and best in results else "n/a"
+    cost = f"mask-cost greedy varlen b{args.batch_size}"
+    cost5 = f"mask-cost beam5 varlen b{args.batch_size}"
     print(f"vs_openai={ratio(best, 'openai greedy padded b1')} "
           f"vs_faster_whisper_int8={ratio(best, f'ct2 int8 greedy padded b{args.batch_size}')} "
           f"padded_vs_openai={ratio(f'ours greedy padded b{args.batch_size}', 'openai greedy padded b1')} "
           f"like_for_like={ratio(f'll ours {ll}', f'll openai {ll}')} "
-          f"masked_vs_unmasked_audio={ratio(masked, best)} masked_vs_unmasked={per_token}")
+          f"masked_vs_unmasked_beam5={ratio(f'{cost5} masked', cost5)} "
+          f"masked_vs_unmasked={ratio(f'{cost} masked', cost)}")
     return 0
 
 
