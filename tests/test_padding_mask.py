@@ -193,11 +193,11 @@ def test_random_model_hypotheses_do_not_depend_on_the_batch(beam):
 
 
 # ------------------------------------------------------------------------------------------- audio-visual
-def _flamingo(seed: int = 0) -> WhisperFlamingo:
+def _flamingo(seed: int = 0, fusion: str = "separate") -> WhisperFlamingo:
     whisper = _random_whisper(seed=seed, eot_boost=1.0)
     torch.manual_seed(seed + 1)
     video = AVHubert(AVHubertConfig.tiny(), mode="finetuned")
-    model = WhisperFlamingo(whisper, video, fusion="separate").eval()
+    model = WhisperFlamingo(whisper, video, fusion=fusion).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(("attn_gate", "ff_gate")):
@@ -224,9 +224,10 @@ def _av_batch(mels, videos, idx):
     return mel, frames, video, mask
 
 
-def test_flamingo_streams_and_logits_equal_each_utterance_alone():
+@pytest.mark.parametrize("fusion", ["separate", "lip-reader"])
+def test_flamingo_streams_and_logits_equal_each_utterance_alone(fusion):
     """Audio, video and the teacher-forced logits of the training loss (every modality), per utterance."""
-    model = _flamingo()
+    model = _flamingo(fusion=fusion)
     lengths = [40, 96, 64, 17]
     mels, videos = _av_inputs(lengths)
     tokens = torch.randint(0, 50000, (len(lengths), 5))
