@@ -7,6 +7,11 @@ One model (``--model``, default ``tiny.en``) with the same weights everywhere:
 * ours (``decoding.search.decode_batch``): greedy and beam 5, batch 1 and length-bucketed batches,
   on 30-s padded input and on variable-length input (an off-the-shelf model was trained on 30-s
   windows, so its variable-length WER shows what fine-tuning à la Whisper-Flamingo is needed for);
+  the variable-length batched rows also ``masked`` (key-padding masks, ``use_padding_mask``: what a
+  model trained with ``padding_mask: true`` decodes with), in the same run; masks change the
+  hypotheses of a model (and so the work), so the cost of the masks alone is timed by the
+  ``mask-cost`` rows: the same batches with and without masks, end-of-text suppressed so that every
+  utterance decodes exactly ``--mask-cost-tokens`` tokens;
 * openai-whisper ``whisper.decode`` per utterance (30-s padded), greedy and beam 5;
 * CTranslate2 ``ctranslate2.models.Whisper`` (the engine of faster-whisper; the faster-whisper package is
   not needed) with int8 and float32 weights converted from the same checkpoint, 30-s padded, per
@@ -23,12 +28,13 @@ configurations in turn, after one warm-up utterance each), peak memory growth (R
 2 ms on CPU; ``torch.cuda.max_memory_allocated`` on CUDA) and corpus WER (fairseq normaliser).
 Threads are pinned: ``torch.set_num_threads(N)`` and CT2 ``intra_threads=N, inter_threads=1``.  The last line is
 
-``vs_openai=<x> vs_faster_whisper_int8=<y> padded_vs_openai=<z> like_for_like=<w>``
+``vs_openai=<x> vs_faster_whisper_int8=<y> padded_vs_openai=<z> like_for_like=<w> masked_vs_unmasked=<m>``
 
 x = ours (variable length, batched, greedy) / openai greedy per clip (user-facing); y = the same / CT2
 int8 greedy batched; z = ours (30-s padded, batched, greedy) / openai greedy per utterance (the same
 padded input, not the same batching); w = ours / openai, both greedy on the same padded batches of
-``--batch-size`` with the same tokens produced.
+``--batch-size`` with the same tokens produced; m = the ``mask-cost`` greedy rows, masked / unmasked
+(equal work; ``masked_vs_unmasked_beam5``: the same for beam 5).
 
 For the variable-length targets pass a model fine-tuned on variable-length input (``--model
 demo_out/checkpoints/demo_tiny.en/last.ckpt`` after ``make demo``): every engine then runs the same
@@ -191,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--skip", nargs="*", default=[], choices=["openai", "ct2", "beam"], help="leave these out")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--mask-cost-tokens", type=int, default=32,
+                   help="tokens per utterance in the mask-cost rows (default: 32)")
     args = p.parse_args(argv)
 
     import logging
@@ -218,17 +226,25 @@ def main(argv: list[str] | None = None) -> int:
     beams = [1] if "beam" in args.skip else [1, 5]
     configs: dict = {}
 
-    def ours_run(ms, beam, batch):
-        opts = SearchOptions(beam_size=beam, precision=precision)
+    n_tokens: dict[str, int] = {}  # ours: tokens decoded in the last timed round
+
+    def ours_run(ms, beam, batch, masked=False, name="", forced=None):
+        opts = SearchOptions(beam_size=beam, precision=precision) if forced is None else SearchOptions(
+            beam_size=beam, precision=precision, max_new_tokens=forced, suppress_tokens=f"-1,{tok.eot}")
 
         def run(idx):
             out = {}
+            ours.use_padding_mask = masked
+            n_tokens[name] = 0
             groups = [[i] for i in idx] if batch == 1 else batches_of([lengths[i] for i in idx], batch)
             for g in groups:
                 g = [idx[j] for j in g] if batch != 1 else g
+                frames = torch.tensor([ms[i].shape[-1] for i in g]) if masked else None
                 hyps = decode_batch(ours, stack([ms[i] for i in g]).to(device), [prompt] * len(g), tok, opts,
-                                    audio_seconds=[lengths[i] / 16000 for i in g])
+                                    audio_seconds=[lengths[i] / 16000 for i in g], mel_frames=frames)
                 out.update({i: h.text for i, h in zip(g, hyps)})
+                n_tokens[name] += sum(len(h.tokens) + 1 for h in hyps)
+            ours.use_padding_mask = False
             return out
         return run
 
@@ -237,7 +253,14 @@ def main(argv: list[str] | None = None) -> int:
             for batch in (1, args.batch_size):
                 name = f"ours {'greedy' if beam == 1 else f'beam{beam}'} {'padded' if padded else 'varlen'} " \
                        f"{'b1' if batch == 1 else f'b{batch}'}"
-                configs[name] = ours_run(padded_m if padded else var_m, beam, batch)
+                configs[name] = ours_run(padded_m if padded else var_m, beam, batch, name=name)
+                if not padded and batch != 1:
+                    configs[f"{name} masked"] = ours_run(var_m, beam, batch, masked=True, name=f"{name} masked")
+        cost = f"mask-cost {'greedy' if beam == 1 else f'beam{beam}'} varlen b{args.batch_size}"
+        for masked in (False, True):
+            label = f"{cost} masked" if masked else cost
+            configs[label] = ours_run(var_m, beam, args.batch_size, masked=masked, name=label,
+                                      forced=args.mask_cost_tokens)
 
     ll_tokens: dict[str, dict[int, list[int]]] = {}  # like-for-like rows: tokens of the last timed round
     if "openai" not in args.skip:
@@ -314,9 +337,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"like for like: the same {sum(len(t) for t in a.values())} tokens from both engines", file=sys.stderr)
     print(f"\n{args.model} on {device} ({args.threads} threads): {len(utts)} utterances, {audio_s:.1f} s of audio, "
           f"batch {args.batch_size}, best of {args.repeats}\n")
-    print("| configuration | audio s / s | seconds | peak MB | WER |\n|---|---|---|---|---|")
+    for name, n in n_tokens.items():
+        results[name]["tokens"] = n
+        results[name]["tokens_per_s"] = n / results[name]["seconds"]
+    print("| configuration | audio s / s | tokens / s | seconds | peak MB | WER |\n|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['speed']:.2f} | {r['seconds']:.2f} | {r['peak_mb']:.0f} | {r['wer']:.2f} |")
+        tps = f"{r['tokens_per_s']:.1f}" if "tokens_per_s" in r else ""
+        print(f"| {name} | {r['speed']:.2f} | {tps} | {r['seconds']:.2f} | {r['peak_mb']:.0f} | {r['wer']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "device": str(device), "threads": args.threads,
                                                "utterances": len(utts), "audio_seconds": audio_s,
@@ -327,10 +354,14 @@ def main(argv: list[str] | None = None) -> int:
 
     best = f"ours greedy varlen b{args.batch_size}"
     ll = f"greedy padded b{args.batch_size}"
+    cost = f"mask-cost greedy varlen b{args.batch_size}"
+    cost5 = f"mask-cost beam5 varlen b{args.batch_size}"
     print(f"vs_openai={ratio(best, 'openai greedy padded b1')} "
           f"vs_faster_whisper_int8={ratio(best, f'ct2 int8 greedy padded b{args.batch_size}')} "
           f"padded_vs_openai={ratio(f'ours greedy padded b{args.batch_size}', 'openai greedy padded b1')} "
-          f"like_for_like={ratio(f'll ours {ll}', f'll openai {ll}')}")
+          f"like_for_like={ratio(f'll ours {ll}', f'll openai {ll}')} "
+          f"masked_vs_unmasked_beam5={ratio(f'{cost5} masked', cost5)} "
+          f"masked_vs_unmasked={ratio(f'{cost} masked', cost)}")
     return 0
 
 

@@ -2,7 +2,9 @@
 
 Every run starts from the same tiny random Whisper; ``warmup_steps`` far above ``num_train_steps``
 makes the learning rate of the only optimizer step 0, so the weights validated inside ``fit`` are
-the initial ones and a 1-process and a 2-process run must score exactly the same.
+the initial ones and a 1-process and a 2-process run must score exactly the same.  The runs use
+key-padding masks (``padding_mask=true``, as the demo configs), so each utterance's validation
+hypothesis does not depend on which rank's batch it lands in.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def overrides(s: dict[str, Path], run: str, corpus: Path | None = None, **kw) ->
         audio_max_length=32000, batch_size=1.0, val_batch_bins_multiplier=0.5, num_worker=0,
         learning_rate=1e-3, warmup_steps=1000, num_train_steps=1, validate_every_n_batches=1,
         validate_before_training=True, val_decode=True, limit_val_batches=0, log_every_n_steps=1,
-        checkpoint_every_n_steps=1000, accelerator="cpu", precision="32", noise_snr_eval=0,
+        checkpoint_every_n_steps=1000, accelerator="cpu", precision="32", noise_snr_eval=0, padding_mask=True,
     )
     values.update(kw)
     return [f"{k}={v}" for k, v in values.items()]

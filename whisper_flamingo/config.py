@@ -92,6 +92,11 @@ class Config:
         "Stage-1 checkpoint (Lightning 'state_dict' with 'model.' prefix) to initialise Whisper; '' skips."))
     n_mels: int = field(default=0, metadata=_doc(
         "Mel bins; 0 takes the model's own (80, or 128 for large-v3)."))
+    padding_mask: bool = field(default=False, metadata=_doc(
+        "Ours: key-padding masks for variable-length batches (encoder self-attention and its convolutions' "
+        "boundary, decoder cross-attention to audio and video), so a model's outputs do not depend on what "
+        "shares its batch; training and validation use them, the decoder reads the key from the checkpoint. "
+        "false = the original (no masks; released checkpoints were trained so)."))
     dropout_rate: float = field(default=0.0, metadata=_doc(
         "Only 0 (every original config): the original built Dropout modules it never called."))
 

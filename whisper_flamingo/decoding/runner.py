@@ -10,6 +10,11 @@ whole condition and a batch with any missing utterance is decoded whole, so padd
 every hypothesis — is the same as in an uninterrupted run; the final scores are computed from the
 JSONL alone.  ``run.json`` records the settings of the first run; a resume with different settings is
 refused.
+
+Key-padding masks follow the checkpoint: a model trained with the config key ``padding_mask: true``
+(saved in the checkpoint's ``hyper_parameters``) decodes with masks, anything else (released
+checkpoints, converted directories, OpenAI models zero-shot on 30-s windows) without, as trained;
+``summary.json`` says which under ``provenance.padding_mask``.
 """
 
 from __future__ import annotations
@@ -114,8 +119,16 @@ def file_sha256(path: str | os.PathLike, short: int = 12) -> str:
     return h.hexdigest()[:short]
 
 
+def trained_padding_mask(ckpt: object) -> bool:
+    """Whether a checkpoint's model was trained with key-padding masks: the ``padding_mask`` key of the
+    config saved in its ``hyper_parameters`` (absent, e.g. in released checkpoints: False)."""
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    config = hp.get("config") if isinstance(hp, dict) else None
+    return bool(config.get("padding_mask", False)) if isinstance(config, dict) else False
+
+
 def load_model(settings: DecodeSettings, device: torch.device):
-    """The model to decode with and its provenance."""
+    """The model to decode with and its provenance (``padding_mask``: as the checkpoint was trained)."""
     from whisper_flamingo.checkpoints import is_whisper_flamingo_state, load_whisper, read_checkpoint_file
 
     if settings.av_fusion == "None" and settings.audio_visual:
@@ -125,7 +138,7 @@ def load_model(settings: DecodeSettings, device: torch.device):
             raise ConfigError("--modalities avsr/vsr (or --av_fusion separate) decode a Whisper-Flamingo model: "
                               "pass its checkpoint with --checkpoint-path (and not --use-original-whisper)")
         model = load_whisper(settings.model_type, settings.whisper_path or None)
-        info = {"model": settings.model_type, "checkpoint": None, "checkpoint_sha256": None}
+        info = {"model": settings.model_type, "checkpoint": None, "checkpoint_sha256": None, "padding_mask": False}
         return model.to(device).eval(), info
     path = Path(settings.checkpoint_path)
     if not path.exists():
@@ -134,10 +147,13 @@ def load_model(settings: DecodeSettings, device: torch.device):
             "checkpoint_sha256": file_sha256(path) if path.is_file() else None}
     ckpt = read_checkpoint_file(path, mmap=True) if path.is_file() else None  # a directory: CTranslate2 / Hugging Face
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
+    masked = trained_padding_mask(ckpt)
+    info["padding_mask"] = masked
     if isinstance(state, dict) and is_whisper_flamingo_state(state):
         from whisper_flamingo.checkpoints import load_stage2_checkpoint
 
         model = load_stage2_checkpoint(path, device, ckpt=ckpt).eval()
+        model.use_padding_mask = masked
         if settings.av_fusion == "None":  # the original: an audio model, the checkpoint loaded non-strictly
             return model.audio_only().eval(), {**info, "architecture": "whisper (the audio part of a "
                                                                         "whisper-flamingo checkpoint)"}
@@ -146,7 +162,9 @@ def load_model(settings: DecodeSettings, device: torch.device):
         raise ConfigError(f"--checkpoint-path {path}: an audio-only Whisper checkpoint (no gated cross-attention "
                           "layers) cannot decode --modalities avsr/vsr; use asr, or a stage-2 checkpoint")
     del ckpt, state
-    return load_whisper(path).to(device).eval(), info
+    model = load_whisper(path).to(device).eval()
+    model.use_padding_mask = masked
+    return model, info
 
 
 def check_video_flags(settings: DecodeSettings, model) -> None:
@@ -223,7 +241,7 @@ def _decode(model, batch: dict, tok, options: SearchOptions, seconds: list[float
     if video is not None:
         video, mask = video.to(device), mask.to(device)
     return decode_batch(model, batch["mel"].to(device), batch["prompts"], tok, options, audio_seconds=seconds,
-                        video=video, padding_mask=mask, modality=modality)
+                        mel_frames=batch["mel_frames"], video=video, padding_mask=mask, modality=modality)
 
 
 def decode_condition(model, records: Sequence, cond: Condition, settings: DecodeSettings, info: dict,

@@ -25,6 +25,11 @@ The model must provide ``encode(mel, video, padding_mask, modality)`` -> ``(audi
 (``xv`` the video stream of a gated model, None for an audio-only one), ``new_kv_cache(audio_features,
 beams=K, xv=xv)`` (a cache with ``reorder(index)``; row ``r`` belongs to utterance ``r // K``) and
 ``logits(tokens, audio_features, cache=cache)`` (with a cache only the new tokens are passed).
+
+Key-padding masks: a model with ``use_padding_mask`` set is also given ``mel_frames=`` by ``encode``
+and provides ``stream_masks(audio_features, xv, mel_frames, padding_mask, modality)`` -> ``(xa_valid,
+xv_valid)``, which go to ``new_kv_cache(..., xa_valid=, xv_valid=)``; the cache keeps them with the
+cross-attention keys/values and reorders them with the beams.  Other models are called as before.
 """
 
 from __future__ import annotations
@@ -200,7 +205,8 @@ def decode_batch(model, mel: Tensor | None, prompts: Sequence[Sequence[int]], to
                  options: SearchOptions | None = None, *, mel_frames: Tensor | Sequence[int] | None = None,
                  audio_seconds: Sequence[float] | None = None, audio_features: Tensor | None = None,
                  xv: Tensor | None = None, video: Tensor | None = None, padding_mask: Tensor | None = None,
-                 modality: str = "asr") -> list[Hypothesis]:
+                 modality: str = "asr", xa_valid: Tensor | None = None,
+                 xv_valid: Tensor | None = None) -> list[Hypothesis]:
     """Decode a batch of log-mel spectrograms ``mel`` (B, n_mels, T), one prompt per utterance.
 
     ``mel_frames`` (valid frames per utterance) or ``audio_seconds`` set each utterance's token budget
@@ -211,7 +217,11 @@ def decode_batch(model, mel: Tensor | None, prompts: Sequence[Sequence[int]], to
     The model encodes ``mel`` with ``video`` (B, 1, T_v, H, W) and ``padding_mask`` under ``modality``
     (``asr``, ``avsr``, ``vsr``) through its ``encode``.  Already encoded inputs: ``audio_features``
     (B, T', d) replaces ``mel`` (which may then be None), and ``xv`` (B, T_v, d) is handed to
-    ``model.new_kv_cache(..., xv=xv)`` (Whisper-Flamingo's video).
+    ``model.new_kv_cache(..., xv=xv)`` (Whisper-Flamingo's video), with their key masks ``xa_valid`` /
+    ``xv_valid`` (B, T) (True = real frame) for a model with ``use_padding_mask``.
+
+    A model with ``use_padding_mask`` encodes with ``mel_frames`` (None: the whole width is real) and
+    masks the padded frames everywhere (see the module doc): its hypotheses do not depend on the batch.
     """
     options = options or SearchOptions()
     if audio_features is not None:
@@ -235,19 +245,31 @@ def decode_batch(model, mel: Tensor | None, prompts: Sequence[Sequence[int]], to
     def take(t: Tensor | None, idx: list[int]) -> Tensor | None:
         return t if t is None or len(idx) == n else t[idx]
 
+    masked = bool(getattr(model, "use_padding_mask", False))
+    frames = None if mel_frames is None else torch.as_tensor(mel_frames, dtype=torch.long)
+
     was_training = model.training
     model.eval()
     try:
         for idx in groups.values():
             device = (audio_features if audio_features is not None else mel).device
             with autocast_for(device, options.precision):
+                masks = {}
                 if audio_features is not None:
                     audio, video_stream = take(audio_features, idx), take(xv, idx)
+                    masks = {"xa_valid": take(xa_valid, idx), "xv_valid": take(xv_valid, idx)}
+                elif masked:
+                    group_frames, group_mask = take(frames, idx), take(padding_mask, idx)
+                    audio, video_stream = model.encode(take(mel, idx), take(video, idx), group_mask, modality,
+                                                       mel_frames=group_frames)
+                    masks = dict(zip(("xa_valid", "xv_valid"),
+                                     model.stream_masks(audio, video_stream, group_frames, group_mask, modality)))
                 else:
                     audio, video_stream = model.encode(take(mel, idx), take(video, idx), take(padding_mask, idx),
                                                        modality)
+                masks = {k: v for k, v in masks.items() if v is not None}
                 hyps = _decode_group(model, audio, video_stream, [list(prompts[i]) for i in idx], tokenizer,
-                                     options, [seconds[i] for i in idx])
+                                     options, [seconds[i] for i in idx], masks)
             for i, h in zip(idx, hyps):
                 results[i] = h
     finally:
@@ -256,15 +278,15 @@ def decode_batch(model, mel: Tensor | None, prompts: Sequence[Sequence[int]], to
 
 
 def _decode_group(model, audio: Tensor, xv: Tensor | None, prompts: list[list[int]], tokenizer,
-                  options: SearchOptions, seconds: list[float]) -> list[Hypothesis]:
+                  options: SearchOptions, seconds: list[float], masks: dict[str, Tensor]) -> list[Hypothesis]:
     n_ctx = model.dims.n_text_ctx
     prompt_len = len(prompts[0])
     cap = n_ctx + 1 - prompt_len  # the last forward pass may hold n_ctx tokens
     budgets = [min(options.budget(s), cap) for s in seconds]
     if options.beam_size == 1:
-        raw = _greedy(model, audio, xv, prompts, tokenizer, options, budgets)
+        raw = _greedy(model, audio, xv, prompts, tokenizer, options, budgets, masks)
     else:
-        raw = _beam(model, audio, xv, prompts, tokenizer, options, budgets)
+        raw = _beam(model, audio, xv, prompts, tokenizer, options, budgets, masks)
     out = []
     for tokens, sum_lp, flags in raw:
         out.append(Hypothesis(tokens=tokens, text=tokenizer.decode(tokens).strip(),
@@ -273,11 +295,12 @@ def _decode_group(model, audio: Tensor, xv: Tensor | None, prompts: list[list[in
 
 
 def _greedy(model, audio: Tensor, xv: Tensor | None, prompts: list[list[int]], tokenizer,
-            options: SearchOptions, budgets: list[int]) -> list[tuple[list[int], float, set[str]]]:
+            options: SearchOptions, budgets: list[int],
+            masks: dict[str, Tensor]) -> list[tuple[list[int], float, set[str]]]:
     device = audio.device
     n = audio.shape[0]
     eot = tokenizer.eot
-    cache = model.new_kv_cache(audio, beams=1, xv=xv)
+    cache = model.new_kv_cache(audio, beams=1, xv=xv, **masks)
     active = torch.arange(n, device=device)  # row -> utterance
     budget = torch.tensor(budgets, device=device)
     sum_lp = torch.zeros(n, dtype=torch.float32, device=device)
@@ -367,13 +390,14 @@ def _finalize(state: _BeamState, generated: Tensor, sum_lp: Tensor, beam: int, e
 
 
 def _beam(model, audio: Tensor, xv: Tensor | None, prompts: list[list[int]], tokenizer,
-          options: SearchOptions, budgets: list[int]) -> list[tuple[list[int], float, set[str]]]:
+          options: SearchOptions, budgets: list[int],
+          masks: dict[str, Tensor]) -> list[tuple[list[int], float, set[str]]]:
     device = audio.device
     n = audio.shape[0]
     beam = options.beam_size
     limit = options.max_candidates
     eot = tokenizer.eot
-    cache = model.new_kv_cache(audio, beams=beam, xv=xv)
+    cache = model.new_kv_cache(audio, beams=beam, xv=xv, **masks)
     states = [_BeamState() for _ in range(n)]
     active = list(range(n))  # utterance of each block of `beam` rows
     # The initial beams are identical copies: only beam 0 proposes candidates at the first step

@@ -31,6 +31,16 @@ sinusoidal positions and passed through 3 new encoder-style blocks ``encoder.vid
 encoder blocks (sinusoidal positions are added again there, as in the original's training forward;
 its video-only decoding flag skipped that second addition, a train/test mismatch not reproduced here).
 With this fusion the "audio" stream ``xa`` is video-derived and ``mel`` is not used.
+
+Key-padding masks (``use_padding_mask``, the config key ``padding_mask``; off by default, as the
+original): Whisper's encoder is masked as in :class:`~whisper_flamingo.models.whisper.AudioEncoder`
+(``mel_frames``); the video encoder takes the video ``padding_mask`` as always (AV-HuBERT masks its
+attention and zeroes padded frames before its positional convolution; the front end's only temporal
+convolution sees zero-padded frames, i.e. its own zero padding); the decoder's cross-attention masks
+the padded encoder frames and the gated cross-attention the padded video frames
+(:meth:`WhisperFlamingo.stream_masks`).  A zeroed stream keeps the mask of its real length (the
+audio, ``"v"``) or needs none (the one-frame zero video, ``"a"``).  The lip-reader fusion masks its
+blocks with the video mask repeated x2 in time.
 """
 
 from __future__ import annotations
@@ -51,6 +61,8 @@ from whisper_flamingo.models.whisper import (
     ModelDimensions,
     ResidualAttentionBlock,
     Whisper,
+    audio_valid,
+    mel_lengths,
     model_modality,
 )
 
@@ -166,6 +178,7 @@ class WhisperFlamingo(nn.Module):
                 raise ValueError("video_dim is required when the video encoder has no out_dim")
             video_dim = int(video_encoder.out_dim)
         self.dims = dims
+        self.use_padding_mask = bool(getattr(whisper, "use_padding_mask", False))
         self.fusion = fusion
         self.gated = bool(gated)
         self.video_dim = int(video_dim)
@@ -267,10 +280,51 @@ class WhisperFlamingo(nn.Module):
             return torch.get_autocast_dtype(device.type)
         return self.encoder.conv1.weight.dtype
 
+    # ------------------------------------------------------------------------------------ masks
+    def mel_lengths(self, mel: Tensor, mel_frames: Tensor | None) -> Tensor | None:
+        """Real mel frames per utterance when masks are on (``mel_frames``, or the whole width), else None."""
+        return mel_lengths(mel, mel_frames) if self.use_padding_mask else None
+
+    def audio_valid(self, audio_features: Tensor, mel_frames: Tensor | None = None) -> Tensor | None:
+        """Key mask (B, T') of Whisper's encoder output (True = real); None without ``use_padding_mask``."""
+        return audio_valid(audio_features, mel_frames) if self.use_padding_mask else None
+
+    def video_valid(self, xv: Tensor, padding_mask: Tensor | None, rate: int = 1) -> Tensor | None:
+        """Key mask (B, T_v) of ``xv`` from the video ``padding_mask`` (True = pad) repeated ``rate`` times in
+        time; None without ``use_padding_mask``, all True without a padding mask."""
+        if not self.use_padding_mask:
+            return None
+        b, n = xv.shape[:2]
+        if padding_mask is None:
+            return torch.ones(b, n, dtype=torch.bool, device=xv.device)
+        valid = ~padding_mask.to(device=xv.device, dtype=torch.bool)
+        if rate > 1:
+            valid = valid.repeat_interleave(rate, dim=1)
+        if valid.shape[1] < n:
+            raise ValueError(f"video padding mask has {valid.shape[1]} frames but the video stream has {n}")
+        return valid[:, :n]
+
+    def stream_masks(self, xa: Tensor, xv: Tensor | None, mel_frames: Tensor | None = None,
+                     padding_mask: Tensor | None = None, modality: str = "av") -> tuple[Tensor | None, Tensor | None]:
+        """``(xa_valid, xv_valid)``: the decoder's key masks of what :meth:`encode` returned for ``modality``
+        (``mel_frames``: real mel frames; ``padding_mask``: the video's, True = pad).  ``(None, None)``
+        without ``use_padding_mask``; a zeroed one-frame video stream gets None (nothing is padded)."""
+        if not self.use_padding_mask:
+            return None, None
+        modality = check_modality(modality)
+        if self.fusion == "lip-reader":
+            xa_valid = self.video_valid(xa, padding_mask, rate=2)
+        else:
+            xa_valid = self.audio_valid(xa, mel_frames)
+        xv_valid = None if xv is None or modality == "a" else \
+            self.video_valid(xv, padding_mask, rate=2 if self.fusion == "lip-reader" else 1)
+        return xa_valid, xv_valid
+
     # ------------------------------------------------------------------------------------ encoders
-    def embed_audio(self, mel: Tensor) -> Tensor:
-        """Whisper's encoder on ``mel`` (audio only, any fusion): ``(B, min(ceil(T/2), n_audio_ctx), d)``."""
-        return self.encoder(mel)
+    def embed_audio(self, mel: Tensor, mel_frames: Tensor | None = None) -> Tensor:
+        """Whisper's encoder on ``mel`` (audio only, any fusion): ``(B, min(ceil(T/2), n_audio_ctx), d)``
+        (``mel_frames``: real mel frames per utterance, used with ``use_padding_mask``)."""
+        return self.encoder(mel, self.mel_lengths(mel, mel_frames))
 
     def video_features(self, video: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """The video encoder's output ``(B, T_v, D_v)`` for ``video (B, 1, T_v, 88, 88)``."""
@@ -281,9 +335,10 @@ class WhisperFlamingo(nn.Module):
             return model(video)  # the ResNet front end takes no padding mask
         return model(video, padding_mask)
 
-    def project_video(self, features: Tensor) -> Tensor:
+    def project_video(self, features: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """Video-encoder features ``(B, T_v, D_v)`` -> ``xv``: ``scalar * Linear(.)`` (``separate``), or
-        the lip-reader path (x2 in time, projection, crop, positions, 3 blocks)."""
+        the lip-reader path (x2 in time, projection, crop, positions, 3 blocks; masked by the video
+        ``padding_mask`` with ``use_padding_mask``)."""
         enc = self.encoder
         if not torch.is_autocast_enabled(features.device.type):
             features = features.to(enc.video_projection.weight.dtype)  # e.g. float16 feature files
@@ -292,9 +347,10 @@ class WhisperFlamingo(nn.Module):
         xv = enc.video_projection_scalar * enc.video_projection(features)
         if self.fusion == "lip-reader":
             xv = xv[:, : enc.n_ctx]
+            valid = self.video_valid(xv, padding_mask, rate=2)
             xv = (xv + enc.positional_embedding[: xv.shape[1]]).to(xv.dtype)
             for block in enc.video_projection_blocks:
-                xv = block(xv)
+                xv = block(xv, valid=valid)
         return xv
 
     def embed_video(self, video: Tensor | None = None, padding_mask: Tensor | None = None,
@@ -305,12 +361,14 @@ class WhisperFlamingo(nn.Module):
             if video is None:
                 raise ValueError("embed_video needs video or precomputed features")
             features = self.video_features(video, padding_mask)
-        return self.project_video(features)
+        return self.project_video(features, padding_mask)
 
     def encode(self, mel: Tensor | None, video: Tensor | None = None, padding_mask: Tensor | None = None,
-               modality: str = "av", video_features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+               modality: str = "av", video_features: Tensor | None = None,
+               mel_frames: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(xa, xv)`` for the decoder under ``modality`` (``av``/``a``/``v``, or the decoder's
-        ``avsr``/``asr``/``vsr``; see the module doc): what the search needs."""
+        ``avsr``/``asr``/``vsr``; see the module doc): what the search needs.  ``mel_frames``: real mel
+        frames per utterance (masks, with ``use_padding_mask``; their masks: :meth:`stream_masks`)."""
         modality = check_modality(modality)
         has_video = video is not None or video_features is not None
         if self.fusion == "lip-reader":
@@ -321,9 +379,10 @@ class WhisperFlamingo(nn.Module):
                 xa = torch.zeros_like(xv)
             else:
                 enc = self.encoder
+                valid = self.video_valid(xv, padding_mask, rate=2)
                 x = (xv + enc.positional_embedding[: xv.shape[1]]).to(xv.dtype)
                 for block in enc.blocks:
-                    x = block(x)
+                    x = block(x, valid=valid)
                 xa = enc.ln_post(x)
             if modality == "a":
                 xv = xv.new_zeros(xv.shape[0], 1, xv.shape[2])
@@ -336,7 +395,7 @@ class WhisperFlamingo(nn.Module):
             frames = min((mel.shape[-1] + 1) // 2, self.dims.n_audio_ctx)
             xa = torch.zeros(b, frames, d, dtype=dtype, device=mel.device)
         else:
-            xa = self.encoder(mel)
+            xa = self.embed_audio(mel, mel_frames)
         if modality == "a":
             xv = torch.zeros(b, 1, d, dtype=xa.dtype, device=mel.device)
         else:
@@ -353,28 +412,36 @@ class WhisperFlamingo(nn.Module):
         return torch.zeros(rows, 1, self.dims.n_text_state, dtype=dtype, device=device)
 
     def logits(self, tokens: Tensor, audio_features: Tensor | None, cache: KVCache | None = None,
-               xv: Tensor | None = None) -> Tensor:
+               xv: Tensor | None = None, xa_valid: Tensor | None = None, xv_valid: Tensor | None = None) -> Tensor:
         """Decoder logits ``(B, L, n_vocab)`` float32.  With ``cache`` pass only the new tokens (``xa``
-        and ``xv`` live in the cache).  Without one, ``xv=None`` means no video (zeros, i.e. ``"a"``)."""
+        and ``xv`` and their masks live in the cache).  Without one, ``xv=None`` means no video (zeros,
+        i.e. ``"a"``); ``xa_valid`` / ``xv_valid``: the key masks of :meth:`stream_masks`."""
         if cache is not None:
             return self.decoder(tokens, None, cache)
         if xv is None:
-            xv = self._zero_xv(audio_features, tokens.shape[0], tokens.device)
-        return self.decoder(tokens, audio_features, None, xv=xv)
+            xv, xv_valid = self._zero_xv(audio_features, tokens.shape[0], tokens.device), None
+        return self.decoder(tokens, audio_features, None, xv=xv, xa_valid=xa_valid,
+                            xv_valid=xv_valid if self.gated else None)
 
-    def new_kv_cache(self, audio_features: Tensor, beams: int = 1, xv: Tensor | None = None) -> KVCache:
-        """A decoding cache with ``B * beams`` rows; the audio and the gated video keys/values are
-        computed here, once per utterance.  ``xv=None``: no video (zeros)."""
+    def new_kv_cache(self, audio_features: Tensor, beams: int = 1, xv: Tensor | None = None,
+                     xa_valid: Tensor | None = None, xv_valid: Tensor | None = None) -> KVCache:
+        """A decoding cache with ``B * beams`` rows; the audio and the gated video keys/values (and the
+        key masks ``xa_valid`` / ``xv_valid``) are computed here, once per utterance.  ``xv=None``: no
+        video (zeros)."""
         if xv is None:
-            xv = self._zero_xv(audio_features, audio_features.shape[0], audio_features.device)
-        return self.decoder.new_kv_cache(audio_features, beams, xv=xv)
+            xv, xv_valid = self._zero_xv(audio_features, audio_features.shape[0], audio_features.device), None
+        return self.decoder.new_kv_cache(audio_features, beams, xv=xv, xa_valid=xa_valid,
+                                         xv_valid=xv_valid if self.gated else None)
 
     def forward(self, mel: Tensor | None, tokens: Tensor, video: Tensor | None = None,
                 padding_mask: Tensor | None = None, modality: str = "av",
-                video_features: Tensor | None = None) -> Tensor:
-        """Teacher-forced logits ``(B, L, n_vocab)`` for ``tokens`` under ``modality``."""
-        xa, xv = self.encode(mel, video, padding_mask, modality, video_features)
-        return self.decoder(tokens, xa, None, xv=xv if self.gated else None)
+                video_features: Tensor | None = None, mel_frames: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits ``(B, L, n_vocab)`` for ``tokens`` under ``modality`` (``mel_frames``:
+        real mel frames per utterance; with ``use_padding_mask`` every stream is masked)."""
+        xa, xv = self.encode(mel, video, padding_mask, modality, video_features, mel_frames)
+        xa_valid, xv_valid = self.stream_masks(xa, xv, mel_frames, padding_mask, modality)
+        return self.decoder(tokens, xa, None, xv=xv if self.gated else None, xa_valid=xa_valid,
+                            xv_valid=xv_valid if self.gated else None)
 
     def audio_only(self) -> Whisper:
         """The Whisper inside (its tensors shared, not copied), without the video branch and gated layers:
@@ -384,6 +451,7 @@ class WhisperFlamingo(nn.Module):
             whisper = Whisper(self.dims)
         state = self.state_dict()
         whisper.load_state_dict({k: state[k] for k in whisper.state_dict()}, strict=True, assign=True)
+        whisper.use_padding_mask = self.use_padding_mask
         return whisper.train(self.training)
 
     # ------------------------------------------------------------------------------------ parameters

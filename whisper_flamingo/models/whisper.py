@@ -12,7 +12,14 @@ checkpoint loads with ``strict=True``.  Differences from upstream:
 * decoder blocks take an optional ``xv`` (video features): stage-2 gated cross-attention
   (``gated=True`` / :meth:`ResidualAttentionBlock.add_gated_x_attn`) runs in front of self-attention;
   its keys/values over ``xv`` are cached once per utterance like the audio cross-attention
-  (see :mod:`whisper_flamingo.models.flamingo`).
+  (see :mod:`whisper_flamingo.models.flamingo`);
+* key-padding masks (``use_padding_mask``, the config key ``padding_mask``; off by default, as the
+  original): see :class:`AudioEncoder` for the encoder and its convolutions; the decoder's
+  cross-attention skips padded encoder frames (``xa_valid``) and the gated cross-attention padded
+  video frames (``xv_valid``); the masks live in the :class:`KVCache` and follow its reordering.
+  Masks are boolean ``(B, T)`` tensors, True at *real* frames, given to
+  ``F.scaled_dot_product_attention`` as ``attn_mask``.  With masks, an utterance's outputs do not
+  depend on what else shares its batch.  Without them (``None``) every call is the unmasked one.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ModelDimensions", "Whisper", "AudioEncoder", "TextDecoder", "KVCache", "LayerCache",
            "MultiHeadAttention", "ResidualAttentionBlock", "LayerNorm", "sinusoids", "MODALITY_NAMES",
-           "model_modality", "WHISPER_SIZES", "whisper_dims", "build_whisper"]
+           "model_modality", "WHISPER_SIZES", "whisper_dims", "build_whisper", "frames_valid",
+           "encoder_lengths", "mel_lengths", "audio_valid"]
 
 #: the decoder's modality names -> the model's: asr = audio (video zeroed), avsr = both, vsr = video only
 MODALITY_NAMES = {"asr": "a", "avsr": "av", "vsr": "v"}
@@ -67,6 +75,39 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Ten
     return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
 
 
+def frames_valid(lengths: Tensor, n_frames: int) -> Tensor:
+    """``(B, n_frames)`` bool, True at the first ``lengths[b]`` frames of row ``b`` (the real ones)."""
+    return torch.arange(n_frames, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def encoder_lengths(mel_frames: Tensor, n_ctx: int | None = None) -> Tensor:
+    """Encoder frames computed from ``mel_frames`` real mel frames: ``ceil(T / 2)`` (conv2 has stride 2),
+    cropped to ``n_ctx``."""
+    out = torch.div(mel_frames + 1, 2, rounding_mode="floor")
+    return out if n_ctx is None else out.clamp(max=n_ctx)
+
+
+def mel_lengths(mel: Tensor, mel_frames: Tensor | None) -> Tensor:
+    """``mel_frames`` as a long tensor on ``mel``'s device, or the whole width of ``mel`` for every row."""
+    if mel_frames is None:
+        return torch.full((mel.shape[0],), mel.shape[-1], dtype=torch.long, device=mel.device)
+    return torch.as_tensor(mel_frames, dtype=torch.long, device=mel.device)
+
+
+def audio_valid(audio_features: Tensor, mel_frames: Tensor | None) -> Tensor:
+    """Key mask (B, T') of encoder features computed from ``mel_frames`` real mel frames (None: all real)."""
+    b, n = audio_features.shape[:2]
+    if mel_frames is None:
+        return torch.ones(b, n, dtype=torch.bool, device=audio_features.device)
+    frames = torch.as_tensor(mel_frames, dtype=torch.long, device=audio_features.device)
+    return frames_valid(encoder_lengths(frames, n), n)
+
+
+def _key_mask(valid: Tensor | None) -> Tensor | None:
+    """A ``(B, T_k)`` key mask (True = real) as SDPA's ``attn_mask`` ``(B, 1, 1, T_k)``."""
+    return None if valid is None else valid[:, None, None, :]
+
+
 class MultiHeadAttention(nn.Module):
     """Whisper attention: ``query``/``value``/``out`` with bias, ``key`` without."""
 
@@ -90,11 +131,17 @@ class MultiHeadAttention(nn.Module):
         """Keys and values of ``source`` (B, T, d), each split into heads (B, H, T, d/H)."""
         return self._split(self.key(source)), self._split(self.value(source))
 
-    def forward(self, x: Tensor, xa: Tensor | None = None, causal: bool = False) -> Tensor:
-        """Self-attention over ``x`` (``causal`` masks the future) or cross-attention to ``xa``."""
+    def forward(self, x: Tensor, xa: Tensor | None = None, causal: bool = False,
+                valid: Tensor | None = None) -> Tensor:
+        """Self-attention over ``x`` (``causal`` masks the future) or cross-attention to ``xa``;
+        ``valid`` (B, T_k) bool masks the padded keys (True = real; not with ``causal``)."""
         q = self._split(self.query(x))
         k, v = self.kv(x if xa is None else xa)
-        return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=causal and x.shape[1] > 1))
+        if valid is None:
+            return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=causal and x.shape[1] > 1))
+        if causal:
+            raise ValueError("a key padding mask is for encoder self-attention and cross-attention, not causal")
+        return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=_key_mask(valid)))
 
     def forward_cached(self, x: Tensor, cache: LayerCache) -> Tensor:
         """Causal self-attention of the new positions ``x`` (R, L, d) against the cache."""
@@ -109,18 +156,20 @@ class MultiHeadAttention(nn.Module):
             mask = torch.arange(offset + length, device=x.device)[None, :] <= pos_q[:, None]
         return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal))
 
-    def forward_static(self, x: Tensor, k: Tensor, v: Tensor, group: int = 1) -> Tensor:
+    def forward_static(self, x: Tensor, k: Tensor, v: Tensor, group: int = 1, valid: Tensor | None = None) -> Tensor:
         """Attention of ``x`` (R, L, d) to precomputed ``k``/``v`` (R // group, H, T, d/H).
 
         Row ``r`` of ``x`` attends to entry ``r // group``; the ``group`` rows that share an entry
-        are folded into the query length, so keys/values are never copied per beam.
+        are folded into the query length, so keys/values are never copied per beam.  ``valid``
+        (R // group, T) bool masks padded keys (True = real).
         """
         q = self._split(self.query(x))  # (R, H, L, Dh)
+        mask = _key_mask(valid)
         if group == 1:
-            return self._merge(F.scaled_dot_product_attention(q, k, v))
+            return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
         rows, heads, length, dh = q.shape
         q = q.reshape(rows // group, group, heads, length, dh).transpose(1, 2)
-        a = F.scaled_dot_product_attention(q.reshape(rows // group, heads, group * length, dh), k, v)
+        a = F.scaled_dot_product_attention(q.reshape(rows // group, heads, group * length, dh), k, v, attn_mask=mask)
         a = a.reshape(rows // group, heads, group, length, dh).transpose(1, 2)
         return self._merge(a.reshape(rows, heads, length, dh))
 
@@ -185,29 +234,44 @@ class ResidualAttentionBlock(nn.Module):
         return xv
 
     def forward(self, x: Tensor, xa: Tensor | None = None, *, causal: bool = False,
-                cache: LayerCache | None = None, xv: Tensor | None = None) -> Tensor:
+                cache: LayerCache | None = None, xv: Tensor | None = None, valid: Tensor | None = None,
+                xa_valid: Tensor | None = None, xv_valid: Tensor | None = None) -> Tensor:
+        """``valid``: key mask of (non-causal) self-attention; ``xa_valid`` / ``xv_valid``: of the
+        cross-attention to ``xa`` / the gated one to ``xv`` (with a cache: the cache's masks)."""
         if self.gated:
             if cache is None:
-                a = self.gated_x_attn(self.gated_x_attn_ln(x), self._need_xv(xv))
+                a = self.gated_x_attn(self.gated_x_attn_ln(x), self._need_xv(xv), valid=xv_valid)
             else:
                 k, v = cache.static("gated_x_attn")
-                a = self.gated_x_attn.forward_static(self.gated_x_attn_ln(x), k, v, cache.group)
+                a = self.gated_x_attn.forward_static(self.gated_x_attn_ln(x), k, v, cache.group,
+                                                     cache.valid("gated_x_attn"))
             x = x + a * self.attn_gate.tanh()
             x = x + self.ff(self.ff_ln(x)) * self.ff_gate.tanh()
         if cache is None:
-            x = x + self.attn(self.attn_ln(x), causal=causal)
+            x = x + self.attn(self.attn_ln(x), causal=causal, valid=valid)
             if self.cross_attn is not None:
-                x = x + self.cross_attn(self.cross_attn_ln(x), xa)
+                x = x + self.cross_attn(self.cross_attn_ln(x), xa, valid=xa_valid)
         else:
             x = x + self.attn.forward_cached(self.attn_ln(x), cache)
             if self.cross_attn is not None:
                 k, v = cache.static("cross_attn")
-                x = x + self.cross_attn.forward_static(self.cross_attn_ln(x), k, v, cache.group)
+                x = x + self.cross_attn.forward_static(self.cross_attn_ln(x), k, v, cache.group,
+                                                       cache.valid("cross_attn"))
         return x + self.mlp(self.mlp_ln(x))
 
 
 class AudioEncoder(nn.Module):
-    """Two convolutions (the second with stride 2), sinusoidal positions, transformer, ``ln_post``."""
+    """Two convolutions (the second with stride 2), sinusoidal positions, transformer, ``ln_post``.
+
+    With ``lengths`` (real mel frames per utterance) the batch is computed as if each utterance were
+    alone: the mel frames beyond an utterance's length and the ``conv1`` outputs beyond it are set to
+    zero, which is exactly the zero padding each convolution applies at the end of an unpadded input;
+    so every real encoder frame, including the last ones whose receptive field crosses the end of
+    the utterance, equals the unpadded computation (``conv2`` frame ``j`` reads ``conv1`` frames
+    ``2j-1 .. 2j+1``: the last real one, ``ceil(T/2) - 1``, reads at most frame ``T``, a zero in both).
+    Self-attention then masks the padded frames as keys.  Padded output frames hold finite values
+    that mean nothing; the decoder masks them (``xa_valid``).
+    """
 
     def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
         super().__init__()
@@ -219,8 +283,9 @@ class AudioEncoder(nn.Module):
         self.ln_post = LayerNorm(n_state)
         self._warned_crop = False
 
-    def forward(self, mel: Tensor) -> Tensor:
-        """``mel`` (B, n_mels, T) -> features (B, min(ceil(T/2), n_ctx), d)."""
+    def forward(self, mel: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``mel`` (B, n_mels, T) -> features (B, min(ceil(T/2), n_ctx), d); ``lengths`` (B,): real mel
+        frames per utterance (key-padding masks, see the class doc), None: no masks."""
         n_frames = mel.shape[-1]
         if n_frames > 2 * self.n_ctx:
             if not self._warned_crop:
@@ -230,11 +295,19 @@ class AudioEncoder(nn.Module):
                 self._warned_crop = True
             # conv2 frame n_ctx-1 reads mel frames up to 2*n_ctx: cropping here is exact
             mel = mel[..., : 2 * self.n_ctx + 1]
-        x = F.gelu(self.conv1(mel))
-        x = F.gelu(self.conv2(x)).transpose(1, 2)[:, : self.n_ctx]
+        if lengths is None:
+            x = F.gelu(self.conv1(mel))
+            x = F.gelu(self.conv2(x)).transpose(1, 2)[:, : self.n_ctx]
+            valid = None
+        else:
+            lengths = lengths.to(mel.device).clamp(max=mel.shape[-1])
+            pad = ~frames_valid(lengths, mel.shape[-1])[:, None, :]  # (B, 1, T) True at padding
+            x = F.gelu(self.conv1(mel.masked_fill(pad, 0.0))).masked_fill(pad, 0.0)
+            x = F.gelu(self.conv2(x)).transpose(1, 2)[:, : self.n_ctx]
+            valid = frames_valid(encoder_lengths(lengths, self.n_ctx), x.shape[1])
         x = (x + self.positional_embedding[: x.shape[1]]).to(x.dtype)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, valid=valid)
         return self.ln_post(x)
 
 
@@ -251,18 +324,22 @@ class TextDecoder(nn.Module):
             [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)])
         self.ln = LayerNorm(n_state)
 
-    def new_kv_cache(self, xa: Tensor, beams: int = 1, xv: Tensor | None = None) -> KVCache:
-        """A cache for ``xa.shape[0] * beams`` rows; fixed keys/values computed here, once."""
+    def new_kv_cache(self, xa: Tensor, beams: int = 1, xv: Tensor | None = None, xa_valid: Tensor | None = None,
+                     xv_valid: Tensor | None = None) -> KVCache:
+        """A cache for ``xa.shape[0] * beams`` rows; fixed keys/values computed here, once; the key
+        masks ``xa_valid`` / ``xv_valid`` (B, T) are kept with them."""
         static = [block.static_kv(xa, xv=xv) for block in self.blocks]
-        return KVCache(static, n_utterances=xa.shape[0], beams=beams, n_ctx=self.n_ctx)
+        return KVCache(static, n_utterances=xa.shape[0], beams=beams, n_ctx=self.n_ctx,
+                       static_valid={"cross_attn": xa_valid, "gated_x_attn": xv_valid})
 
     def forward(self, tokens: Tensor, xa: Tensor | None, cache: KVCache | None = None,
-                xv: Tensor | None = None) -> Tensor:
+                xv: Tensor | None = None, xa_valid: Tensor | None = None, xv_valid: Tensor | None = None) -> Tensor:
         """Logits (B, L, n_vocab) in float32 for ``tokens`` (B, L).
 
-        Without a cache: teacher forcing over all positions.  With a cache: ``tokens`` are the new
-        positions only, cached cross-attention keys/values are used (``xa`` may be None) and
-        ``cache.offset`` advances by L.
+        Without a cache: teacher forcing over all positions, ``xa_valid`` / ``xv_valid`` mask padded
+        frames of ``xa`` / ``xv``.  With a cache: ``tokens`` are the new positions only, cached
+        cross-attention keys/values (and masks) are used (``xa`` may be None) and ``cache.offset``
+        advances by L.
         """
         offset = cache.offset if cache is not None else 0
         length = tokens.shape[-1]
@@ -275,7 +352,8 @@ class TextDecoder(nn.Module):
             xa.dtype if xa is not None else x.dtype)
         x = x.to(dtype)
         for i, block in enumerate(self.blocks):
-            x = block(x, xa, causal=True, cache=None if cache is None else cache.layer(i), xv=xv)
+            x = block(x, xa, causal=True, cache=None if cache is None else cache.layer(i), xv=xv,
+                      xa_valid=xa_valid, xv_valid=xv_valid)
         if cache is not None:
             cache.offset += length
         x = self.ln(x)
@@ -283,11 +361,18 @@ class TextDecoder(nn.Module):
 
 
 class Whisper(nn.Module):
-    """Encoder-decoder Whisper with openai-whisper's parameter names."""
+    """Encoder-decoder Whisper with openai-whisper's parameter names.
+
+    ``use_padding_mask`` (default False: the original's computation) turns on key-padding masks in
+    :meth:`forward`, :meth:`encode` and :meth:`stream_masks`: the training task sets it from the config
+    key ``padding_mask``, the decoder from the checkpoint's saved config.  With it on, masks are always
+    built (all True without padding), so an utterance takes the same code path alone as in a batch.
+    """
 
     def __init__(self, dims: ModelDimensions):
         super().__init__()
         self.dims = dims
+        self.use_padding_mask = False
         self.encoder = AudioEncoder(dims.n_mels, dims.n_audio_ctx, dims.n_audio_state,
                                     dims.n_audio_head, dims.n_audio_layer)
         self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state,
@@ -318,34 +403,54 @@ class Whisper(nn.Module):
         """The video encoder this model has: None (audio only)."""
         return None
 
-    def embed_audio(self, mel: Tensor) -> Tensor:
-        """Encoder features (B, T', d) for ``mel`` (B, n_mels, T): T' = ceil(T/2) cropped to n_audio_ctx."""
-        return self.encoder(mel)
+    def mel_lengths(self, mel: Tensor, mel_frames: Tensor | None) -> Tensor | None:
+        """Real mel frames per utterance when masks are on (``mel_frames``, or the whole width), else None."""
+        return mel_lengths(mel, mel_frames) if self.use_padding_mask else None
+
+    def embed_audio(self, mel: Tensor, mel_frames: Tensor | None = None) -> Tensor:
+        """Encoder features (B, T', d) for ``mel`` (B, n_mels, T): T' = ceil(T/2) cropped to n_audio_ctx
+        (``mel_frames``: real frames per utterance, used with ``use_padding_mask``)."""
+        return self.encoder(mel, self.mel_lengths(mel, mel_frames))
+
+    def audio_valid(self, audio_features: Tensor, mel_frames: Tensor | None = None) -> Tensor | None:
+        """Key mask (B, T') of the encoder output (True = real frame); None without ``use_padding_mask``."""
+        return audio_valid(audio_features, mel_frames) if self.use_padding_mask else None
+
+    def stream_masks(self, audio_features: Tensor, xv: Tensor | None = None, mel_frames: Tensor | None = None,
+                     padding_mask: Tensor | None = None, modality: str = "asr") -> tuple[Tensor | None, None]:
+        """``(xa_valid, xv_valid)`` for the decoder (:meth:`WhisperFlamingo.stream_masks`' signature);
+        ``(None, None)`` without ``use_padding_mask``."""
+        return self.audio_valid(audio_features, mel_frames), None
 
     def encode(self, mel: Tensor, video: Tensor | None = None, padding_mask: Tensor | None = None,
-               modality: str = "asr", video_features: Tensor | None = None) -> tuple[Tensor, None]:
+               modality: str = "asr", video_features: Tensor | None = None,
+               mel_frames: Tensor | None = None) -> tuple[Tensor, None]:
         """What the search needs: ``(audio_features, None)`` (no video stream).  The signature is
-        :meth:`WhisperFlamingo.encode`'s; an audio-only model takes only ``asr`` (``a``) and no video."""
+        :meth:`WhisperFlamingo.encode`'s; an audio-only model takes only ``asr`` (``a``) and no video.
+        ``mel_frames``: real mel frames per utterance (masks, with ``use_padding_mask``)."""
         if model_modality(modality) != "a":
             raise ValueError(f"modality {modality!r}: an audio-only Whisper has no video branch; use asr "
                              "(or a Whisper-Flamingo model)")
-        return self.encoder(mel), None
+        return self.embed_audio(mel, mel_frames), None
 
     def logits(self, tokens: Tensor, audio_features: Tensor | None,
-               cache: KVCache | None = None) -> Tensor:
-        """Decoder logits (B, L, n_vocab) float32; with ``cache`` pass only the new tokens."""
-        return self.decoder(tokens, audio_features, cache)
+               cache: KVCache | None = None, xa_valid: Tensor | None = None) -> Tensor:
+        """Decoder logits (B, L, n_vocab) float32; with ``cache`` pass only the new tokens (the cache
+        holds the mask), without one ``xa_valid`` masks padded encoder frames."""
+        return self.decoder(tokens, audio_features, cache, xa_valid=xa_valid)
 
-    def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
-        """Teacher-forced logits for ``tokens`` given ``mel``."""
-        return self.decoder(tokens, self.encoder(mel))
+    def forward(self, mel: Tensor, tokens: Tensor, mel_frames: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits for ``tokens`` given ``mel`` (``mel_frames``: see :meth:`encode`)."""
+        xa = self.embed_audio(mel, mel_frames)
+        return self.decoder(tokens, xa, xa_valid=self.audio_valid(xa, mel_frames))
 
-    def new_kv_cache(self, audio_features: Tensor, beams: int = 1, xv: Tensor | None = None) -> KVCache:
+    def new_kv_cache(self, audio_features: Tensor, beams: int = 1, xv: Tensor | None = None,
+                     xa_valid: Tensor | None = None, xv_valid: Tensor | None = None) -> KVCache:
         """A decoding cache with ``B * beams`` rows (row r decodes utterance r // beams); ``xv`` must be
-        None (what :meth:`encode` returns for the video stream)."""
-        if xv is not None:
+        None (what :meth:`encode` returns for the video stream); ``xa_valid``: the encoder frames' mask."""
+        if xv is not None or xv_valid is not None:
             raise ValueError("an audio-only Whisper takes no video features (xv)")
-        return self.decoder.new_kv_cache(audio_features, beams)
+        return self.decoder.new_kv_cache(audio_features, beams, xa_valid=xa_valid)
 
 
 class LayerCache:
@@ -370,6 +475,9 @@ class LayerCache:
     def static(self, name: str) -> tuple[Tensor, Tensor]:
         return self._cache.static_kv[self._layer][name]
 
+    def valid(self, name: str) -> Tensor | None:
+        return self._cache.static_valid.get(name)
+
 
 class KVCache:
     """Decoder keys/values for incremental decoding.
@@ -381,16 +489,22 @@ class KVCache:
       :meth:`Whisper.new_kv_cache` an entry is an utterance and ``group == beams``.
 
     ``offset`` is the number of positions decoded so far; ``row_utterance`` (CPU LongTensor) says
-    which input utterance each row belongs to.
+    which input utterance each row belongs to.  ``static_valid`` maps a fixed name to its key mask
+    (entries, T) (True = real frame; None = no mask), shared by all layers and reordered with the entries.
     """
 
     def __init__(self, static_kv: list[dict[str, tuple[Tensor, Tensor]]], n_utterances: int,
-                 beams: int = 1, n_ctx: int = 448):
+                 beams: int = 1, n_ctx: int = 448, static_valid: dict[str, Tensor | None] | None = None):
         if beams < 1:
             raise ValueError(f"beams must be >= 1, got {beams}")
         self.offset = 0
         self.n_ctx = n_ctx
         self.static_kv = static_kv
+        self.static_valid = {k: v for k, v in (static_valid or {}).items() if v is not None}
+        for name, valid in self.static_valid.items():
+            if valid.dtype != torch.bool or valid.shape[0] != n_utterances:
+                raise ValueError(f"key mask {name!r} must be bool with one row per utterance ({n_utterances}), "
+                                 f"got {tuple(valid.shape)} {valid.dtype}")
         self.group = beams
         self.row_utterance = torch.arange(n_utterances).repeat_interleave(beams)
         self._entry_utterance = torch.arange(n_utterances)
@@ -456,6 +570,8 @@ class KVCache:
                 for name, (k, v) in layer.items():
                     sel = select.to(k.device)
                     layer[name] = (k.index_select(0, sel), v.index_select(0, sel))
+            for name, valid in self.static_valid.items():
+                self.static_valid[name] = valid.index_select(0, select.to(valid.device))
         self._entry_utterance = needed.clone()
         self.group = group
 

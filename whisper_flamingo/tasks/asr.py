@@ -17,6 +17,11 @@ and validation, summed over ranks (every rank takes part in the gather, skips or
 ``train/skipped_<reason>`` (at the end of each training epoch) and ``val/skipped_<reason>``.  A
 training batch left with no usable sample gives no step on a single device; under DDP it gives a
 zero loss over every trainable parameter, so that the rank still joins the gradient all-reduce.
+
+Key-padding masks (config key ``padding_mask``, default false as the original): the task sets the
+model's ``use_padding_mask`` and hands it the batch's ``mel_frames``, so the teacher-forced loss and
+the validation decoding run with the masks the decoder will use (the key is saved with the config in
+the checkpoint's ``hyper_parameters``, where the decoder reads it back).
 """
 
 from __future__ import annotations
@@ -132,6 +137,7 @@ class WhisperASRTask(pl.LightningModule):
             tokenizer = whisper_tokenizer(model)
         self.cfg = cfg
         self.model = model
+        model.use_padding_mask = bool(cfg.padding_mask)
         # the dims let `whisper-flamingo convert` rebuild the model from a Lightning checkpoint
         dims = getattr(model, "dims", None)
         self.save_hyperparameters({"dims": dataclasses.asdict(dims) if dims is not None else None,
@@ -147,8 +153,12 @@ class WhisperASRTask(pl.LightningModule):
     def forward(self, mel: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(mel, tokens)
 
+    def mel_kwargs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``{"mel_frames": ...}`` for the model when masks are on (config ``padding_mask``), else ``{}``."""
+        return {"mel_frames": batch["mel_frames"]} if self.cfg.padding_mask else {}
+
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(batch["mel"], batch["dec_input"])
+        logits = self.model(batch["mel"], batch["dec_input"], **self.mel_kwargs(batch))
         loss = F.cross_entropy(logits.float().transpose(1, 2), batch["labels"], ignore_index=IGNORE_INDEX)
         return loss, logits
 
@@ -224,7 +234,7 @@ class WhisperASRTask(pl.LightningModule):
         if self.count_bad(batch, "val"):
             return
         acc["utterances"] += int(batch["mel"].shape[0])
-        logits = self.model(batch["mel"], batch["dec_input"])
+        logits = self.model(batch["mel"], batch["dec_input"], **self.mel_kwargs(batch))
         labels = batch["labels"]
         n_tok = int((labels != IGNORE_INDEX).sum().item())
         loss = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX,

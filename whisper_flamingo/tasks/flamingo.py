@@ -166,9 +166,10 @@ class WhisperFlamingoTask(WhisperASRTask):
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced CE and logits; ``video_features`` (already encoded) replace the batch's video."""
         video = self.video_inputs(batch)
-        if video_features is not None:
-            video = {"video": None, "padding_mask": None, "video_features": video_features}
-        logits = self.model(batch["mel"], batch["dec_input"], modality=modality, **video)
+        if video_features is not None:  # the padding mask stays for the key masks (unused without them)
+            video = {"video": None, "padding_mask": video["padding_mask"] if self.cfg.padding_mask else None,
+                     "video_features": video_features}
+        logits = self.model(batch["mel"], batch["dec_input"], modality=modality, **video, **self.mel_kwargs(batch))
         loss = F.cross_entropy(logits.float().transpose(1, 2), batch["labels"], ignore_index=IGNORE_INDEX)
         return loss, logits
 
@@ -206,26 +207,33 @@ class WhisperFlamingoTask(WhisperASRTask):
                 "langs": [], "x_norm": 0.0, "x_v_norm_pre": 0.0, "x_v_norm_post": 0.0, "x_frames": 0, "v_frames": 0}
 
     @torch.no_grad()
-    def encode_modalities(self, batch: dict[str, Any]) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]],
+    def encode_modalities(self, batch: dict[str, Any]) -> tuple[dict[str, tuple[torch.Tensor, ...]],
                                                                    dict[str, float]]:
-        """``{modality: (xa, xv)}`` for av / a / v, and the norms of the streams.
+        """``{modality: (xa, xv, xa_valid, xv_valid)}`` for av / a / v (the key masks None without
+        ``padding_mask``), and the norms of the streams.
 
         With the ``separate`` fusion each encoder runs once and the dropped stream is a zero tensor
         (exactly what :meth:`WhisperFlamingo.encode` gives); the lip-reader fusion encodes per modality.
         """
         model: WhisperFlamingo = self.model
         video = self.video_inputs(batch)
+        frames = self.mel_kwargs(batch).get("mel_frames")
         if model.fusion != "separate":
-            out = {m: model.encode(batch["mel"], video["video"], video["padding_mask"], m, video["video_features"])
-                   for m in MODALITIES}
+            out = {}
+            for m in MODALITIES:
+                xa, xv = model.encode(batch["mel"], video["video"], video["padding_mask"], m, video["video_features"],
+                                      mel_frames=frames)
+                out[m] = (xa, xv, *model.stream_masks(xa, xv, frames, video["padding_mask"], m))
             return out, {}
-        xa = model.embed_audio(batch["mel"])
+        xa = model.embed_audio(batch["mel"], frames)
         feats = video["video_features"]
         if feats is None:
             feats = model.video_features(video["video"], video["padding_mask"])
-        xv = model.project_video(feats)
+        xv = model.project_video(feats, video["padding_mask"])
         zeros_v = torch.zeros(xa.shape[0], 1, xa.shape[2], dtype=xa.dtype, device=xa.device)
-        out = {"av": (xa, xv), "a": (xa, zeros_v), "v": (torch.zeros_like(xa), xv)}
+        xa_valid, xv_valid = model.stream_masks(xa, xv, frames, video["padding_mask"], "av")
+        out = {"av": (xa, xv, xa_valid, xv_valid), "a": (xa, zeros_v, xa_valid, None),
+               "v": (torch.zeros_like(xa), xv, xa_valid, xv_valid)}
         mask = video["padding_mask"]
         real = ~mask if mask is not None and mask.shape[1] == feats.shape[1] else \
             torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
@@ -244,9 +252,9 @@ class WhisperFlamingoTask(WhisperASRTask):
         labels = batch["labels"]
         n_tok = int((labels != IGNORE_INDEX).sum().item())
         skip = max(0, min(len(p) for p in batch["prompts"]) - 1)
-        for modality, (xa, xv) in streams.items():
+        for modality, (xa, xv, xa_valid, xv_valid) in streams.items():
             acc = self._val.setdefault((dataloader_idx, modality), self._new_acc())
-            logits = self.model.logits(batch["dec_input"], xa, xv=xv)
+            logits = self.model.logits(batch["dec_input"], xa, xv=xv, xa_valid=xa_valid, xv_valid=xv_valid)
             loss = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
                                    reduction="sum")
             acc["loss_sum"] += float(loss.item())
@@ -259,16 +267,18 @@ class WhisperFlamingoTask(WhisperASRTask):
                 for key, value in norms.items():
                     acc[key] += value
             if self.cfg.val_decode:
-                acc["hyps"].extend(self._greedy_av(batch, xa, xv))
+                acc["hyps"].extend(self._greedy_av(batch, xa, xv, xa_valid, xv_valid))
                 acc["refs"].extend(batch["texts"])
                 acc["langs"].extend(batch["langs"])
 
     @torch.no_grad()
-    def _greedy_av(self, batch: dict[str, Any], xa: torch.Tensor, xv: torch.Tensor) -> list[str]:
+    def _greedy_av(self, batch: dict[str, Any], xa: torch.Tensor, xv: torch.Tensor,
+                   xa_valid: torch.Tensor | None = None, xv_valid: torch.Tensor | None = None) -> list[str]:
         from whisper_flamingo.decoding.search import decode_batch
 
         hyps = decode_batch(self.model, None, batch["prompts"], self.tokenizer, validation_search(),
-                            mel_frames=batch["mel_frames"], audio_features=xa, xv=xv)
+                            mel_frames=batch["mel_frames"], audio_features=xa, xv=xv, xa_valid=xa_valid,
+                            xv_valid=xv_valid)
         return [h.text.strip() for h in hyps]
 
     def on_validation_epoch_end(self) -> None:
