@@ -334,3 +334,25 @@ def test_lightning_checkpoint_with_non_tensor_hyper_parameters(tmp_path):
     assert dims == DIMS  # recorded dims win over shape inference
     assert sd.keys() == model.state_dict().keys()
     assert all(torch.equal(sd[k], v) for k, v in model.state_dict().items())
+
+
+def test_convert_carries_the_padding_mask_setting(tmp_path, caplog):
+    """A checkpoint trained with ``padding_mask: true`` converts to an openai .pt that still says so (the
+    decoder follows it, whisper.load_model ignores it); formats without room for it warn."""
+    from whisper_flamingo.decoding.runner import trained_padding_mask
+
+    model = _random_model(9)
+    sd = {f"model.{k}": v for k, v in model.state_dict().items()}
+    masked, plain = tmp_path / "masked.ckpt", tmp_path / "plain.ckpt"
+    torch.save({"state_dict": sd, "hyper_parameters": {"dims": DIMS.__dict__, "config": {"padding_mask": True}}},
+               masked)
+    torch.save({"state_dict": sd, "hyper_parameters": {"dims": DIMS.__dict__, "config": {}}}, plain)
+    assert cli_main(["convert", str(masked), str(tmp_path / "masked.pt")]) == 0
+    assert cli_main(["convert", str(plain), str(tmp_path / "plain.pt")]) == 0
+    assert trained_padding_mask(torch.load(tmp_path / "masked.pt", weights_only=True))
+    assert not trained_padding_mask(torch.load(tmp_path / "plain.pt", weights_only=True))
+    assert whisper.load_model(str(tmp_path / "masked.pt"), device="cpu").dims == DIMS
+    assert resolve_whisper(str(tmp_path / "masked.pt"))[2].get("padding_mask") is True  # and once more
+    with caplog.at_level("WARNING"):
+        assert cli_main(["convert", str(masked), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    assert "padding_mask: true" in caplog.text

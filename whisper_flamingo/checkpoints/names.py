@@ -101,7 +101,9 @@ def resolve_whisper(name_or_path: str | Path, download_root: str | Path | None =
                     ) -> tuple[ModelDimensions, StateDict, dict[str, Any]]:
     """``(dims, state_dict, info)`` for a model name or a checkpoint path (any supported format).
 
-    ``info`` has ``source`` (where the weights came from) and maybe ``note``.  Names resolve in order:
+    ``info`` has ``source`` (where the weights came from) and maybe ``note``, and ``padding_mask: True``
+    for a model trained with key-padding masks (a Lightning checkpoint's saved config, or the key
+    ``convert`` writes into an openai ``.pt``).  Names resolve in order:
     ``<download_root>/<name>.pt``, an installed weight package, openai-whisper's download (unless
     ``allow_download`` is False or ``WHISPER_FLAMINGO_OFFLINE`` is set).
     """
@@ -117,11 +119,17 @@ def resolve_whisper(name_or_path: str | Path, download_root: str | Path | None =
             dims, sd, extra = read_openai_checkpoint(path, ckpt)
             info = {k: v for k, v in extra.items() if isinstance(v, str)}
             info.setdefault("source", f"openai-whisper {path}")
+            if extra.get("padding_mask") is True:
+                info["padding_mask"] = True
             return dims, sd, info
         sd, hp = read_state_dict_file(path, ckpt)
         dims = dims_from_dict(hp["dims"], path) if isinstance(hp.get("dims"), dict) else infer_dims(sd, n_head, path)
         check_audio_only_keys(dims, sd, path)
-        return dims, sd, {"source": f"Lightning checkpoint {path}"}
+        info = {"source": f"Lightning checkpoint {path}"}
+        config = hp.get("config")
+        if isinstance(config, dict) and config.get("padding_mask") is True:
+            info["padding_mask"] = True  # trained with key-padding masks: decode it with them
+        return dims, sd, info
     names = _official_names()
     if text not in names and text not in PACKAGED_MODELS:
         raise CheckpointError(f"{text}: neither an existing path nor a Whisper model name ({', '.join(names)})")

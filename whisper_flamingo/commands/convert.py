@@ -52,13 +52,18 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{dst}: already exists; pass --force to overwrite")
     dims, sd, info = resolve_whisper(args.src, args.download_root, allow_download=False, n_head=args.heads)
     log.info("source %s: %s", args.src, info.get("source"))
+    if info.get("padding_mask") and args.to != "openai":
+        log.warning("%s was trained with key-padding masks (padding_mask: true), which the %s format cannot "
+                    "record: decode the original checkpoint or an openai .pt to keep them", args.src, args.to)
     if args.to == "openai":
         fp16_source = info.get("ct2_dtypes") == ["float16"] or all(
             v.dtype == torch.float16 for v in sd.values() if v.is_floating_point())
         half = args.dtype == "float16" or (args.dtype == "auto" and fp16_source)
         dtype = torch.float16 if half else torch.float32
         sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-        extra = {k: str(info[k]) for k in ("source", "note") if info.get(k)}
+        extra: dict[str, object] = {k: str(info[k]) for k in ("source", "note") if info.get(k)}
+        if info.get("padding_mask"):
+            extra["padding_mask"] = True  # decode follows it; whisper.load_model ignores the key
         save_openai_checkpoint(dst, dims, sd, **extra)
         what = f"openai-whisper checkpoint ({str(dtype).removeprefix('torch.')})"
     elif args.to == "hf":

@@ -121,7 +121,10 @@ def file_sha256(path: str | os.PathLike, short: int = 12) -> str:
 
 def trained_padding_mask(ckpt: object) -> bool:
     """Whether a checkpoint's model was trained with key-padding masks: the ``padding_mask`` key of the
-    config saved in its ``hyper_parameters`` (absent, e.g. in released checkpoints: False)."""
+    config saved in its ``hyper_parameters``, or ``padding_mask: True`` in an openai ``.pt`` written by
+    ``convert`` (absent, e.g. in released checkpoints: False)."""
+    if isinstance(ckpt, dict) and ckpt.get("padding_mask") is True:
+        return True
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     config = hp.get("config") if isinstance(hp, dict) else None
     return bool(config.get("padding_mask", False)) if isinstance(config, dict) else False
