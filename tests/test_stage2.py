@@ -160,8 +160,8 @@ def test_only_new_layers_learn_and_validation_logs_every_modality(setup, monkeyp
 
 def test_frozen_whisper_and_trainable_sets(setup):
     from whisper_flamingo.checkpoints.flamingo import build_stage2_model
+    from whisper_flamingo.tasks.asr import build_whisper as load_model_for
     from whisper_flamingo.tasks.flamingo import configure_trainable
-    from whisper_flamingo.tasks.run import load_model_for
 
     cfg = load_config(None, overrides(setup, "flags"))
     model = build_stage2_model(cfg, load_model_for(cfg))
@@ -361,8 +361,8 @@ def test_features_path_trains_and_modality_draws_survive_a_resume(setup, feature
 
 def test_video_ctc_loss_rewards_the_right_frames_and_needs_a_trained_encoder(setup):
     from whisper_flamingo.checkpoints.flamingo import build_stage2_model
+    from whisper_flamingo.tasks.asr import build_whisper as load_model_for
     from whisper_flamingo.tasks.flamingo import CTC_CLASSES, WhisperFlamingoTask, video_ctc_loss
-    from whisper_flamingo.tasks.run import load_model_for
 
     text = "ab a"
     target = [c + 1 for c in text.encode()]
@@ -394,8 +394,9 @@ def test_stage2_optimisation_lowers_the_loss_with_whisper_frozen(setup):
     every modality mix while no Whisper tensor moves."""
     from whisper_flamingo.checkpoints.flamingo import build_stage2_model
     from whisper_flamingo.data.datamodule import MuavicDataModule
+    from whisper_flamingo.tasks.asr import build_whisper as load_model_for
+    from whisper_flamingo.tasks.asr import whisper_tokenizer as tokenizer_for
     from whisper_flamingo.tasks.flamingo import WhisperFlamingoTask
-    from whisper_flamingo.tasks.run import load_model_for, tokenizer_for
 
     cfg = load_config(None, overrides(setup, "overfit", video_ctc_weight=0.5, batch_size=3.0))
     torch.manual_seed(0)

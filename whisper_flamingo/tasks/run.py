@@ -14,8 +14,6 @@ import lightning.pytorch as pl
 from whisper_flamingo.config import Config, save_config
 from whisper_flamingo.logs import route_library_logs
 from whisper_flamingo.models.params import count_parameters, human
-from whisper_flamingo.tasks.asr import build_whisper as load_model_for  # noqa: F401 - public name
-from whisper_flamingo.tasks.asr import whisper_tokenizer as tokenizer_for  # noqa: F401 - public name
 from whisper_flamingo.tasks.registry import task_for
 from whisper_flamingo.tasks.trainer import LAST, build_trainer
 
