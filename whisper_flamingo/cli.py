@@ -12,7 +12,7 @@ import logging
 import sys
 
 from whisper_flamingo.errors import WFError, one_line
-from whisper_flamingo.logs import route_library_logs, setup_logging  # noqa: F401 - public names
+from whisper_flamingo.logs import setup_logging  # noqa: F401 - whisper_decode_video.py imports it from here
 
 # subcommand name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
