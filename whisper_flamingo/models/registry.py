@@ -46,6 +46,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "whisper_flamingo.models.lip_frontends",
     "whisper_flamingo.models.avhubert",
     "whisper_flamingo.models.flamingo",
+    "whisper_flamingo.models.sat",
+    "whisper_flamingo.models.sat_mae",
 )
 
 Builder = Callable[..., nn.Module]
