@@ -128,7 +128,8 @@ def vit_to_sat_state(vit_state: Mapping[str, Tensor], sat: nn.Module, include_he
 def load_vit_into_sat(sat: SAT, source: str | Path | nn.Module | Mapping[str, Tensor],
                       include_head: bool = False) -> list[str]:
     """Give ``sat`` the weights of a ViT encoder (in place): an MAE model (its ``encoder``), an
-    :class:`AudioTransformer`, a state dict, or a file (MAE checkpoints: keys under ``encoder.``).
+    :class:`AudioTransformer`, a state dict, or a file (its tensors at the top level, under ``model`` or a
+    Lightning ``state_dict``; ``module.``/``model.`` prefixes stripped; an MAE's under ``encoder.``).
 
     Upstream's SAT training never loads its MAE weights; this is how ours does.  Every transferred tensor
     must fit the SAT's shape (widths and depth must match).  Returns the SAT keys left as they were.
@@ -136,7 +137,7 @@ def load_vit_into_sat(sat: SAT, source: str | Path | nn.Module | Mapping[str, Te
     where = str(source) if isinstance(source, (str, Path)) else type(source).__name__
     if isinstance(source, (str, Path)):
         obj = read_checkpoint_file(source)
-        state = obj.get("model", obj) if isinstance(obj, Mapping) else obj
+        state = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, Mapping) else obj
         if not isinstance(state, Mapping):
             raise CheckpointError(f"{source}: no state dict at the top level or under 'model'")
         state = strip_prefix(state, ("module.", "model."))
