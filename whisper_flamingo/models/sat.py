@@ -227,7 +227,7 @@ class AudioTransformer(nn.Module):
         """Probabilities ``[B, 527]`` from the dB log-mel ``[B, n_mels, T]``."""
         x = self._normalised(logmel)
         target = self.cfg.target_length
-        if x.shape[-1] <= target + self.cfg.patch_size - 1:
+        if x.shape[-1] <= target + self.cfg.patch_stride - 1:
             return self._head(self.forward_features(x))
         pieces = list(x.split(target, dim=-1))
         if pieces[-1].shape[-1] < target:

@@ -2,13 +2,13 @@
 
 The encoder is an offline :class:`~whisper_flamingo.models.sat.AudioTransformer` (``token`` pooling,
 BatchNorm front end).  Per clip: patch tokens with positions → keep a random 25 % (``mask_ratio`` 0.75,
-argsort of uniform noise) → CLS in front → encoder blocks and norm.  The decoder (Linear D→512, a learned
-mask token, a learned positional table of ``patches + 1`` rows initialised to zero, 512-wide blocks with
-8 heads, LayerNorm, Linear 512→256) predicts every 16×16 patch; the CLS output is dropped.  The target is
-the **un-normalised** dB log-mel (front end without BatchNorm) cut into the same frequency-major patches,
-each normalised by its own mean and √(var + 1e-6); the loss is the MSE over a patch's 256 values, averaged
-over the masked patches only.  :func:`whisper_flamingo.checkpoints.sat.load_vit_into_sat` moves the
-trained encoder into a SAT.
+argsort of uniform noise) → CLS in front → encoder blocks and norm.  The decoder (Linear D→512, a
+learned mask token, a learned positional table of ``patches + 1`` rows initialised to zero, 512-wide
+blocks with 8 heads, LayerNorm, then LayerNorm → Linear 512→256) predicts every 16×16 patch; the CLS
+output is dropped.  The target is the **un-normalised** dB log-mel (front end without BatchNorm) cut
+into the same frequency-major patches, each normalised by its own mean and √(var + 1e-6); the loss is
+the MSE over a patch's 256 values, averaged over the masked patches only.
+:func:`whisper_flamingo.checkpoints.sat.load_vit_into_sat` moves the trained encoder into a SAT.
 """
 
 from __future__ import annotations
@@ -69,8 +69,37 @@ def random_keep(tokens: Tensor, mask_ratio: float,
     return kept, mask.gather(1, restore), restore
 
 
+class MAEDecoder(nn.Module):
+    """Linear D→width, mask tokens, a learned positional table (``patches + 1`` rows, zero-initialised),
+    transformer blocks, LayerNorm, then a LayerNorm → Linear head to ``patch²`` values per patch."""
+
+    def __init__(self, input_dim: int, patches: int, patch_values: int, cfg: MAEConfig) -> None:
+        super().__init__()
+        d = cfg.decoder_dim
+        self.input_proj = nn.Linear(input_dim, d)
+        self.mask_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.pos_embed = nn.Parameter(torch.zeros(1, patches + 1, d))
+        self.blocks = nn.ModuleList(Block(d, cfg.decoder_heads, 4.0, fused=True) for _ in range(cfg.decoder_depth))
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+        self.outputlayer = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, patch_values))
+
+    def forward(self, latent: Tensor, restore: Tensor) -> Tensor:
+        """Predicted patches ``[B, L, p²]`` from the latent (CLS first) and the order-restoring indices."""
+        x = self.input_proj(latent)
+        b, n = restore.shape
+        fill = self.mask_token.expand(b, n + 1 - x.shape[1], -1)
+        patches = torch.cat([x[:, 1:], fill], dim=1)
+        patches = patches.gather(1, restore[:, :, None].expand(-1, -1, x.shape[-1]))
+        x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed[:, : n + 1]
+        for block in self.blocks:
+            x = block(x)
+        return self.outputlayer(self.norm(x))[:, 1:]
+
+
 class AudioMAE(nn.Module):
-    """``model(waveform [B, N])`` → (loss, predictions ``[B, L, 256]``, mask ``[B, L]``)."""
+    """``model(waveform [B, N])`` → (loss, predictions ``[B, L, 256]``, mask ``[B, L]``).
+
+    Parameter names follow the original (``encoder.*`` an AudioTransformer, ``decoder.*``)."""
 
     def __init__(self, encoder: SATConfig, mae: MAEConfig | None = None) -> None:
         super().__init__()
@@ -79,15 +108,7 @@ class AudioMAE(nn.Module):
         self.mae = mae = mae or MAEConfig()
         self.encoder = AudioTransformer(encoder)
         patches = encoder.freq_rows * encoder.time_positions
-        d = mae.decoder_dim
-        self.decoder_embed = nn.Linear(encoder.embed_dim, d)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
-        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, patches + 1, d))
-        self.decoder_blocks = nn.ModuleList(Block(d, mae.decoder_heads, 4.0, fused=True)
-                                            for _ in range(mae.decoder_depth))
-        self.decoder_norm = nn.LayerNorm(d, eps=1e-6)
-        self.decoder_pred = nn.Linear(d, encoder.patch_size ** 2)
-        nn.init.normal_(self.mask_token, std=0.02)
+        self.decoder = MAEDecoder(encoder.embed_dim, patches, encoder.patch_size ** 2, mae)
 
     def forward_encoder(self, logmel: Tensor, generator: torch.Generator | None = None
                         ) -> tuple[Tensor, Tensor, Tensor]:
@@ -100,22 +121,10 @@ class AudioMAE(nn.Module):
             x = block(x)
         return enc.norm(x), mask, restore
 
-    def forward_decoder(self, latent: Tensor, restore: Tensor) -> Tensor:
-        """Predicted patches ``[B, L, p²]`` from the latent (CLS first) and the order-restoring indices."""
-        x = self.decoder_embed(latent)
-        b, n = restore.shape
-        fill = self.mask_token.expand(b, n + 1 - x.shape[1], -1)
-        patches = torch.cat([x[:, 1:], fill], dim=1)
-        patches = patches.gather(1, restore[:, :, None].expand(-1, -1, x.shape[-1]))
-        x = torch.cat([x[:, :1], patches], dim=1) + self.decoder_pos_embed[:, : n + 1]
-        for block in self.decoder_blocks:
-            x = block(x)
-        return self.decoder_pred(self.decoder_norm(x))[:, 1:]
-
     def forward(self, waveform: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
         logmel = self.encoder.log_mel(waveform)
         latent, mask, restore = self.forward_encoder(logmel, generator)
-        pred = self.forward_decoder(latent, restore)
+        pred = self.decoder(latent, restore)
         target = patchify(logmel, self.encoder.cfg.patch_size)  # the same patches as the convolution's
         return masked_patch_loss(pred, target, mask), pred, mask
 
@@ -135,4 +144,4 @@ for _size, _dim, _heads, _depth, _target in (("t", 192, 3, 4, 1000), ("s", 384, 
                    description=f"MAE pre-training of SAT's ViT-{_size.upper()} (mask ratio 0.75; decoder 512 wide)")
 del _size, _dim, _heads, _depth, _target
 
-__all__ = ["AudioMAE", "MAEConfig", "build_sat_mae", "masked_patch_loss", "patchify", "random_keep"]
+__all__ = ["AudioMAE", "MAEConfig", "MAEDecoder", "build_sat_mae", "masked_patch_loss", "patchify", "random_keep"]
