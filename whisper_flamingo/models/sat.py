@@ -339,38 +339,49 @@ class SAT(AudioTransformer):
         return load_sat(path, streaming=True, **overrides)
 
 
-@torch.no_grad()
+class Streamer:
+    """Chunk-by-chunk tagging state: ``streamer(chunk_1d)`` → probabilities ``[527]`` (None for a chunk too
+    short to hold one 16-frame patch, which upstream would fail on).  A SAT starts from ``cache`` when given,
+    else from :meth:`SAT.silence_cache` (``init="silence"``, the upstream CLI) or no memory (``"empty"``,
+    as in training) and carries ``self.cache`` on; an offline :class:`AudioTransformer` tags each chunk alone."""
+
+    def __init__(self, model: AudioTransformer, init: str = "silence", cache: Tensor | None = None) -> None:
+        if init not in ("silence", "empty"):
+            raise ValueError(f"init must be 'silence' or 'empty', not '{init}'")
+        self.model, self.streaming = model, isinstance(model, SAT)
+        if self.streaming and cache is None and init == "silence":
+            cache = model.silence_cache()  # type: ignore[union-attr]
+        self.cache = cache
+        self.min_samples = max((model.cfg.patch_size - 1) * 160, 257)  # 1 + N // 160 frames ≥ one patch
+
+    @torch.no_grad()
+    def __call__(self, chunk: Tensor) -> Tensor | None:
+        if chunk.dim() != 1:
+            raise ValueError(f"a stream chunk is one 1-D waveform, got shape {tuple(chunk.shape)}")
+        if chunk.numel() < self.min_samples:
+            log.debug("skipping a chunk of %d samples (shorter than one patch)", chunk.numel())
+            return None
+        if self.streaming:
+            out, self.cache = self.model(chunk[None], cache=self.cache, return_cache=True)
+        else:
+            out = self.model(chunk[None])
+        return out[0]
+
+
 def stream(model: AudioTransformer, waveform: Tensor, chunk_samples: int, init: str = "silence",
            cache: Tensor | None = None, return_cache: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
     """Per-chunk probabilities ``[n_chunks, 527]`` of a 1-D 16-kHz ``waveform``, as upstream ``inference.py``.
 
-    The waveform is split into ``chunk_samples`` pieces (the last may be shorter; one too short to hold a
-    single 16-frame patch is dropped, upstream would fail on it).  A SAT model starts from ``cache`` when
-    given, else from :meth:`SAT.silence_cache` (``init="silence"``, the CLI) or no memory
-    (``init="empty"``, as in training), and passes the memory from chunk to chunk; ``return_cache`` also
-    returns the final memory, which the upstream CLI carries on to the next file.  An offline
-    :class:`AudioTransformer` processes every chunk on its own.
+    The waveform is split into ``chunk_samples`` pieces (the last may be shorter; one too short for a
+    single patch is left out).  Memory handling as :class:`Streamer`; ``return_cache`` also returns the
+    final memory, which the upstream CLI carries on to the next file (pass it back as ``cache``).
     """
     if waveform.dim() != 1:
         raise ValueError(f"stream() takes one 1-D waveform, got shape {tuple(waveform.shape)}")
-    if init not in ("silence", "empty"):
-        raise ValueError(f"init must be 'silence' or 'empty', not '{init}'")
-    streaming = isinstance(model, SAT)
-    if streaming and cache is None and init == "silence":
-        cache = model.silence_cache()
-    min_samples = model.cfg.patch_size * 160 - 160  # 1 + N // 160 frames ≥ one patch
-    outs = []
-    for chunk in waveform.split(chunk_samples):
-        if chunk.numel() < max(min_samples, 257):
-            log.debug("dropping a final chunk of %d samples (shorter than one patch)", chunk.numel())
-            continue
-        if streaming:
-            out, cache = model(chunk.unsqueeze(0), cache=cache, return_cache=True)
-        else:
-            out = model(chunk.unsqueeze(0))
-        outs.append(out[0])
+    streamer = Streamer(model, init, cache)
+    outs = [p for p in map(streamer, waveform.split(chunk_samples)) if p is not None]
     probs = torch.stack(outs) if outs else waveform.new_zeros(0, model.cfg.outputdim)
-    return (probs, cache) if return_cache else probs
+    return (probs, streamer.cache) if return_cache else probs
 
 
 def build_sat(**config: Any) -> AudioTransformer:
@@ -403,4 +414,4 @@ for _size, (_dim, _heads, _pool) in _SIZES.items():
                        description=f"Streaming Audio Transformer {_size.upper()}, {_sec}-s chunks{_note}")
 
 
-__all__ = ["SAT", "AudioTransformer", "SATConfig", "Attention", "Block", "build_sat", "stream", "POOLINGS"]
+__all__ = ["SAT", "AudioTransformer", "SATConfig", "Attention", "Block", "build_sat", "stream", "Streamer", "POOLINGS"]
