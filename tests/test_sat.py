@@ -198,6 +198,23 @@ def test_short_chunks_keep_the_tail_of_the_repositioned_memory():
     assert torch.allclose(new[1, :, :4], memory[1, :, 4:])
 
 
+def test_offline_vit_averages_its_pieces_and_rejects_memory():
+    torch.manual_seed(6)
+    vit = build_sat(**{**TINY, "streaming": False, "cache_length": 0, "pad_last": True}).eval()
+    lm = torch.randn(1, 64, 80) * 10 - 20  # > 32 + 15 frames: pieces of 32, 32 and 16 (zero-padded to 32)
+    with torch.no_grad():
+        whole = vit.forward_spectrogram(lm)
+        x = vit._normalised(lm)
+        last = torch.nn.functional.pad(x[..., 64:], (0, 16))
+        pieces = [vit._head(vit.forward_features(p)) for p in (x[..., :32], x[..., 32:64], last)]
+        assert torch.allclose(whole, torch.stack(pieces).mean(0), atol=1e-6)
+        assert torch.allclose(vit.forward_spectrogram(lm[..., :47]), vit._head(vit.forward_features(x[..., :47])))
+    with pytest.raises(ValueError, match="no memory"):
+        vit.blocks[0].attn(torch.zeros(1, 4, 32), torch.zeros(1, 4, 32))
+    with pytest.raises(ValueError, match=r"\[batch, samples\]"):
+        vit(torch.zeros(16000))
+
+
 def test_amplitude_to_db_floors_over_the_batch():
     power = torch.tensor([[[1e4, 1.0]], [[1e-3, 0.0]]])  # [2, 1, 2]: 40 dB max over the batch
     db = AmplitudeToDB(top_db=50)(power)

@@ -152,7 +152,9 @@ class _SwapFreqChannel(nn.Module):
 class AudioTransformer(nn.Module):
     """The offline ViT of the SAT repository (``audiotransformer_tiny/small/base``): ``model(wav [B, N])``
     → probabilities ``[B, 527]``; inputs longer than ``target_length + 15`` frames are cut into
-    ``target_length`` pieces (the last zero-padded when ``pad_last``) whose outputs are averaged."""
+    ``target_length`` pieces (the last zero-padded when ``pad_last``) whose outputs are averaged.  Unlike
+    upstream, whose split drops the last piece when the length is an exact multiple of ``target_length``,
+    every full piece counts."""
 
     def __init__(self, cfg: SATConfig) -> None:
         super().__init__()
@@ -175,6 +177,9 @@ class AudioTransformer(nn.Module):
     # ------------------------------------------------------------------ pieces of the computation
     def log_mel(self, waveform: Tensor) -> Tensor:
         """dB log-mel ``[B, n_mels, 1 + N // 160]`` (floor over the whole batch), before BatchNorm."""
+        if waveform.dim() != 2:
+            raise ValueError(f"SAT models take 16-kHz waveforms [batch, samples], got shape {tuple(waveform.shape)} "
+                             "(a single clip: wav[None])")
         return self.front_end(waveform)
 
     def _normalised(self, logmel: Tensor) -> Tensor:
