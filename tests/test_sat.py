@@ -147,6 +147,11 @@ def test_stream_equals_consecutive_pieces_with_the_memory():
     assert torch.allclose(final, memory)
     assert memory.shape == (2, 1, model.cfg.cache_tokens, 32)
     assert not torch.allclose(streamed[0], empty[0], atol=1e-4)  # the silence memory matters
+    silence = model.silence_cache()
+    stats = model.init_bn[1].running_mean.clone()
+    model.train()  # the silence memory is an eval-mode computation that leaves the BN statistics alone
+    assert torch.equal(model.silence_cache(3), silence.expand(-1, 3, -1, -1)) and model.training
+    assert torch.equal(model.init_bn[1].running_mean, stats)
 
 
 def test_whole_clip_equals_pieces_with_memory_and_the_remainder_is_dropped():
@@ -301,6 +306,10 @@ def test_mae_encoder_weights_load_into_a_sat(tmp_path):
                 "blocks.1.mlp.fc2.weight"):
         assert torch.equal(got[key], enc[key]), key
     assert torch.equal(sat.outputlayer[1].weight, head) and left == [k for k in got if k.startswith("outputlayer")]
+    longer = tiny_sat(target_length=64, cache_length=64)  # 8 time positions from the MAE's 4: bilinear
+    load_vit_into_sat(longer, mae)
+    table = torch.nn.functional.interpolate(enc["time_pos_embed"], size=(1, 8), mode="bilinear", align_corners=False)
+    assert torch.equal(longer.time_pos_embed, table)
     # from a file as a Lightning run saves it (keys model.encoder.*): the same tensors
     other = tiny_sat(pooling="token")
     torch.save({"state_dict": {f"model.{k}": v for k, v in mae.state_dict().items()}}, tmp_path / "mae.ckpt")

@@ -329,10 +329,13 @@ class SAT(AudioTransformer):
     @torch.no_grad()
     def silence_cache(self, batch_size: int = 1) -> Tensor:
         """The initial memory of ``inference.py``: the memory after ``cache_length/100`` s of zeros
-        (one piece, processed with empty memory), ``[depth, batch_size, tokens, D]``."""
-        param = self.time_pos_embed
+        (one piece, processed with empty memory, in eval mode), ``[depth, batch_size, tokens, D]``."""
+        param, training = self.time_pos_embed, self.training
         zeros = torch.zeros(1, self.silence_samples, device=param.device, dtype=param.dtype)
-        _, memory = self(zeros, return_cache=True)
+        try:  # eval mode: BatchNorm uses (and keeps) its running statistics
+            _, memory = self.eval()(zeros, return_cache=True)
+        finally:
+            self.train(training)
         return memory.expand(-1, batch_size, -1, -1).contiguous()
 
     @classmethod
