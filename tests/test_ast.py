@@ -220,7 +220,8 @@ def test_imagenet_init_from_a_deit_checkpoint(tmp_path, one_thread):
     assert torch.equal(model.v.pos_embed[0, 2:].reshape(12, 12, 192), grid[1:13, 1:13])  # start 7 - 6
     assert torch.equal(model.v.blocks[11].mlp.fc2.weight, deit["blocks.11.mlp.fc2.weight"])
     assert model.mlp_head[1].weight.shape == (35, 192)
-    wide = AST.from_imagenet(path, model_size="tiny224", input_tdim=1024)  # 12 x 101: time resized 14 → 101
+    wide = AST.from_checkpoint(path, input_tdim=1024)  # size from the DeiT; 12 x 101: time resized
+    assert wide.cfg.model_size == "tiny224" and not wide.training
     assert wide.v.pos_embed.shape == (1, 12 * 101 + 2, 192)
     with pytest.raises(CheckpointError, match="width 192 cannot initialise AST base384"):
         ast_from_deit(path, model_size="base384")

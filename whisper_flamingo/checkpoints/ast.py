@@ -10,6 +10,8 @@ Layouts read by :func:`load_ast`:
   strides from the keyword, else the file name's ``_<f>_<t>_``, else the only equal-stride grid that
   fits the positional table; the length from the keyword, else the recipe length (1024, 512, 128) that
   fits.  Where none is certain, a one-line error names the keyword to pass;
+* a DeiT-distilled ImageNet checkpoint (unprefixed ``pos_embed``, a 3-channel patch kernel): the
+  ImageNet initialisation of :func:`ast_from_deit`, ``overrides`` being the AST wanted;
 * a Hugging Face directory (``config.json`` + weights) or a state dict in its key layout (split
   q/k/v; classic ``encoder.layer.N.attention.attention.query`` and transformers-5 ``layers.N.attention.
   q_proj`` names).
@@ -67,6 +69,8 @@ def load_ast(path: str | Path, **overrides: Any) -> AST:
     ckpt = read_checkpoint_file(path)
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"{source}: expected a dict checkpoint, got {type(ckpt).__name__}")
+    if _is_deit(ckpt):
+        return ast_from_deit(path, **overrides).eval()
     stored_cfg = ckpt.get("cfg") if isinstance(ckpt.get("cfg"), Mapping) else None
     state = ckpt
     for key in ("model", "state_dict"):
@@ -88,6 +92,12 @@ def load_ast(path: str | Path, **overrides: Any) -> AST:
     else:
         cfg = infer_ast_config(state, source, overrides)
     return _build(state, cfg, overrides, source)
+
+
+def _is_deit(ckpt: Mapping[str, Any]) -> bool:
+    state = ckpt.get("model", ckpt)
+    kernel = state.get("patch_embed.proj.weight") if isinstance(state, Mapping) else None
+    return isinstance(kernel, Tensor) and kernel.dim() == 4 and kernel.shape[1] == 3
 
 
 def infer_ast_config(state: Mapping[str, Tensor], source: str = "<state_dict>",
@@ -210,7 +220,6 @@ def ast_from_deit(path: str | Path, **config: Any) -> AST:
     (:func:`adapt_positions`); the blocks and final norm are copied; the head is new.
     """
     source = str(path)
-    cfg = ASTConfig(**config)
     ckpt = read_checkpoint_file(path)
     state = ckpt.get("model", ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping) or "pos_embed" not in strip_prefix(state, ("module.", "v.")):
@@ -221,10 +230,17 @@ def ast_from_deit(path: str | Path, **config: Any) -> AST:
         raise CheckpointError(f"{source}: not a distilled DeiT (no 'dist_token'); AST starts from "
                               "deit_*_distilled_patch16_* weights")
     width = state["pos_embed"].shape[2]
+    side = int(round((state["pos_embed"].shape[1] - 2) ** 0.5))
+    if "model_size" not in config:  # the DeiT's own size: width and ImageNet grid (224 px: 14, 384 px: 24)
+        sizes = [s for s, (w, _, _, px) in MODEL_SIZES.items() if (w, px // PATCH) == (width, side)]
+        config = {**config, "model_size": sizes[0]} if sizes else config
+    try:
+        cfg = ASTConfig(**config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: {err}") from None
     if width != cfg.width:
         raise CheckpointError(f"{source}: DeiT of width {width} cannot initialise AST {cfg.model_size} "
                               f"(width {cfg.width}); pass the matching model_size")
-    side = int(round((state["pos_embed"].shape[1] - 2) ** 0.5))
     ours = {f"v.{k}": v.float() for k, v in state.items() if not k.startswith(("head.", "head_dist."))}
     ours["v.patch_embed.proj.weight"] = ours["v.patch_embed.proj.weight"].sum(dim=1, keepdim=True)
     ours["v.pos_embed"] = adapt_positions(ours["v.pos_embed"], (side, side), cfg.grid)

@@ -194,19 +194,12 @@ class AST(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **overrides: Any) -> AST:
-        """Load the fixture form ``{"cfg", "model"}``, a released (``module.``-prefixed) AST file or a Hugging
-        Face ``ASTForAudioClassification`` directory/state dict; ``overrides`` use the original constructor's
-        names (``fstride``, ``tstride``, ``input_fdim``, ``input_tdim``, ``label_dim``, ``model_size``).
-        See :func:`whisper_flamingo.checkpoints.ast.load_ast`."""
+        """Load the fixture form ``{"cfg", "model"}``, a released (``module.``-prefixed) AST file, a Hugging
+        Face ``ASTForAudioClassification`` directory/state dict, or initialise from a DeiT ImageNet checkpoint;
+        ``overrides`` use the original constructor's names (``fstride``, ``tstride``, ``input_fdim``,
+        ``input_tdim``, ``label_dim``, ``model_size``).  See :func:`whisper_flamingo.checkpoints.ast.load_ast`."""
         from whisper_flamingo.checkpoints.ast import load_ast
         return load_ast(path, **overrides)
-
-    @classmethod
-    def from_imagenet(cls, deit_path: str | Path, **config: Any) -> AST:
-        """ImageNet initialisation from a local DeiT-distilled checkpoint (``imagenet_pretrain=True``).
-        See :func:`whisper_flamingo.checkpoints.ast.ast_from_deit`."""
-        from whisper_flamingo.checkpoints.ast import ast_from_deit
-        return ast_from_deit(deit_path, **config)
 
 
 def build_ast(**config: Any) -> AST:
@@ -214,7 +207,7 @@ def build_ast(**config: Any) -> AST:
     return AST(ASTConfig(**config))
 
 
-_DEIT = "local file (DeiT ImageNet checkpoint {}; AST.from_imagenet)"
+_DEIT = "local file (DeiT ImageNet checkpoint {}; AST.from_checkpoint)"
 for _size, _deit, _what in (
         ("tiny224", "deit_tiny_distilled_patch16_224", "AST on DeiT-Ti (192 wide, 3 heads)"),
         ("small224", "deit_small_distilled_patch16_224", "AST on DeiT-S (384 wide, 6 heads)"),
