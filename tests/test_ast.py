@@ -54,6 +54,9 @@ def test_logits_and_intermediates_match_the_original(reference, one_thread):
         assert (model.features(io["fbank"]) - io["pooled"]).abs().max() <= 1e-4
         assert (model(io["fbank"]) - io["logits"]).abs().max() <= 1e-4
         assert (model(io["fbank_model_input"]) - io["fbank_logits"]).abs().max() <= 1e-4
+        # through the registry too (the named configuration, its length set to the fixture's)
+        named = create("ast-tiny224", checkpoint=weights, input_tdim=100)
+        assert torch.equal(named(io["fbank"]), model(io["fbank"]))
     # the stored count includes DeiT's two unused 1000-class heads
     stored = torch.load(weights, map_location="cpu", weights_only=True)["cfg"]["n_params"]
     assert sum(p.numel() for p in model.parameters()) + HEADS[192] == stored
@@ -164,6 +167,9 @@ def test_released_files_infer_their_config_or_name_the_keyword(tmp_path, one_thr
     with pytest.raises(CheckpointError, match="pass fstride= and tstride="):  # 144 = 12x12 = 9x16 = 8x18
         AST.from_checkpoint(plain)
     assert AST.from_checkpoint(plain, fstride=10, tstride=10).cfg == model.cfg
+    audioset = _tiny(input_tdim=1024)  # 1212 positions: stride 10 is the only equal stride that fits
+    torch.save(_released(audioset), plain)
+    assert AST.from_checkpoint(plain).cfg == audioset.cfg
     odd = _tiny(input_tdim=100)
     torch.save(_released(odd), plain)
     with pytest.raises(CheckpointError, match=r"pass input_tdim= \(between 96 and 105\)"):
