@@ -15,6 +15,7 @@ from whisper_flamingo.checkpoints.ast import (
     ast_state_to_hf,
     hf_state_to_ast,
     save_ast_hf_dir,
+    save_ast_released,
 )
 from whisper_flamingo.data.fbank import NORM_STATS, ast_input, kaldi_fbank
 from whisper_flamingo.errors import CheckpointError, DataError
@@ -162,6 +163,10 @@ def test_released_files_infer_their_config_or_name_the_keyword(tmp_path, one_thr
     assert loaded.cfg == model.cfg
     with torch.no_grad():
         assert torch.equal(loaded(x), want)
+    # our writer produces the same layout (module. prefix, zero DeiT heads) and reads back equal
+    ours = save_ast_released(model, tmp_path / "esc50_10_10_0.9000.pth")
+    assert torch.load(ours, weights_only=True).keys() == _released(model).keys()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in AST.from_checkpoint(ours).state_dict().items())
     plain = tmp_path / "ast.pth"
     torch.save(_released(model), plain)
     with pytest.raises(CheckpointError, match="pass fstride= and tstride="):  # 144 = 12x12 = 9x16 = 8x18

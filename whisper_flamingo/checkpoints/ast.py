@@ -42,8 +42,9 @@ from whisper_flamingo.models.ast import AST, MODEL_SIZES, PATCH, ASTConfig, grid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_ast", "ast_state_to_hf", "hf_state_to_ast", "save_ast_hf_dir", "ast_from_deit",
-           "adapt_positions", "infer_ast_config", "RECIPE_LENGTHS", "HF_PREFIX"]
+__all__ = ["load_ast", "save_ast_released", "ast_state_to_released", "ast_state_to_hf", "hf_state_to_ast",
+           "save_ast_hf_dir", "read_ast_hf_dir", "ast_hf_config", "ast_from_deit", "adapt_positions",
+           "infer_ast_config", "RECIPE_LENGTHS", "HF_PREFIX"]
 
 UNUSED_PREFIXES = ("v.head.", "v.head_dist.")
 CONFIG_KEYS = tuple(f.name for f in ASTConfig.__dataclass_fields__.values())
@@ -185,6 +186,29 @@ def _build(state: StateDict, cfg: ASTConfig, overrides: Mapping[str, Any], sourc
     if any(k not in HEAD_KEYS for k in missing):
         raise CheckpointError(f"{source}: does not match the AST: missing {missing[:3]}; {_HINT}")
     return model.eval()
+
+
+def ast_state_to_released(state: Mapping[str, Tensor]) -> StateDict:
+    """Our AST state dict in the released layout: ``module.`` prefix and DeiT's two 1000-class ImageNet
+    heads, zero-filled (the original ``ASTModel`` holds them, so its strict load needs them; its forward
+    never uses them)."""
+    out = {f"module.{k}": v.detach() for k, v in state.items()}
+    width = state["v.pos_embed"].shape[2]
+    for head in ("head", "head_dist"):
+        out[f"module.v.{head}.weight"] = torch.zeros(1000, width)
+        out[f"module.v.{head}.bias"] = torch.zeros(1000)
+    return out
+
+
+def save_ast_released(model: AST, path: str | Path) -> Path:
+    """Write ``model`` as the released AST files are (a bare ``module.``-prefixed state dict, no config), so
+    the original ``inference.py`` / ``ASTModel.load_state_dict`` read it.  Name it like the originals
+    (``<set>_<fstride>_<tstride>_<score>.pth``) so that :func:`load_ast` finds the strides again."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ast_state_to_released(model.state_dict()), path)
+    log.info("wrote %s: AST %s in the released layout (%s)", path, model.cfg.model_size, asdict(model.cfg))
+    return path
 
 
 def adapt_positions(pos_embed: Tensor, src: tuple[int, int], dst: tuple[int, int]) -> Tensor:
