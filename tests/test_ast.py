@@ -139,6 +139,8 @@ def test_registry_sizes_and_published_counts():
     model = create("ast-tiny224", input_tdim=128, label_dim=35)
     assert model(torch.zeros(2, 128, 128)).shape == (2, 35)
     assert model.v.pos_embed.shape == (1, 12 * 12 + 2, 192)
+    with pytest.raises(ValueError, match="input_tdim=128 .* got 100 frames"):
+        model(torch.zeros(1, 100, 128))
 
 
 # ------------------------------------------------------------------------------------------ layouts

@@ -182,6 +182,11 @@ class AST(nn.Module):
         recommended clip embedding, ast #101)."""
         if fbank.dim() != 3 or fbank.shape[2] != self.cfg.input_fdim:
             raise ValueError(f"AST takes [batch, frames, {self.cfg.input_fdim}] fbank, got {tuple(fbank.shape)}")
+        cfg = self.cfg
+        if fbank.shape[1] < PATCH or grid_size(cfg.fstride, cfg.tstride, cfg.input_fdim, fbank.shape[1]) != cfg.grid:
+            raise ValueError(f"AST built for input_tdim={cfg.input_tdim} ({cfg.grid[1]} time patches) got "
+                             f"{fbank.shape[1]} frames; pad or cut to {cfg.input_tdim} (ast_input(target_length=...)) "
+                             f"or load the model with input_tdim={fbank.shape[1]}")
         x = self.v(fbank.transpose(1, 2).unsqueeze(1))
         return (x[:, 0] + x[:, 1]) / 2
 
