@@ -266,3 +266,17 @@ def test_hugging_face_layout_both_ways(tmp_path, one_thread):
         assert (theirs(input_values=x).logits - model(x)).abs().max() < 1e-4
     imported = hf_state_to_ast(theirs.state_dict())
     assert all(torch.equal(imported[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.filterwarnings("ignore:At least one mel filter has all zero values")  # bin 3, as in torchaudio
+def test_front_end_agrees_with_the_hugging_face_feature_extractor():
+    # an independent (numpy) implementation of the same recipe: fbank, zero padding, (x - mean) / (2 std)
+    need_module("transformers", "the test extra")
+    from transformers import ASTFeatureExtractor
+
+    torch.manual_seed(0)
+    wav = 0.1 * torch.randn(12000) + 0.3 * torch.sin(torch.arange(12000) * 0.2)
+    theirs = ASTFeatureExtractor(max_length=90)(wav.numpy(), sampling_rate=16000, return_tensors="pt")
+    ours = ast_input(wav, target_length=90, stats="audioset")
+    assert ours.shape == theirs["input_values"][0].shape == (90, 128)
+    assert (ours - theirs["input_values"][0]).abs().max() < 2e-4  # 2e-4 · 2 · 4.57 ≈ 2e-3 in the log domain
