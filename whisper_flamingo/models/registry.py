@@ -48,6 +48,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "whisper_flamingo.models.flamingo",
     "whisper_flamingo.models.sat",
     "whisper_flamingo.models.sat_mae",
+    "whisper_flamingo.models.ast",
 )
 
 Builder = Callable[..., nn.Module]
