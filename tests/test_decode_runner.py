@@ -111,7 +111,7 @@ def test_original_command_line_and_outputs(tiny_corpus, tiny_ckpt, tmp_path, cap
         "--task", "transcribe", "--normalizer", "whisper", "--use-original-whisper", "0",
         "--muavic-root", str(tiny_corpus), "--max-new-tokens", "16", "--max-utterances", "3"])
     assert rc == 0
-    out = Path(str(tmp_path) + "/" + str(tiny_ckpt).lstrip("/")) / "en/test/asr/snr-0/visible-0/beam-2/noise"
+    out = tmp_path / tiny_ckpt.name / "en/test/asr/snr-0/visible-0/beam-2/noise"  # the checkpoint's name
     assert out.is_dir(), sorted(p for p in tmp_path.rglob("*") if p.is_dir())
     pred = (out / "pred.txt").read_text().splitlines()
     assert len(pred) == 6 and all(line.startswith(("HYPO: ", "REF: ")[i % 2]) for i, line in enumerate(pred))

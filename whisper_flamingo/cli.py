@@ -36,10 +36,33 @@ def _load(name: str):
     return importlib.import_module(f"whisper_flamingo.commands.{module}")
 
 
+DESCRIPTION = ("Speech recognition and translation with Whisper, robust to noise, optionally helped by lip video "
+               "(Whisper-Flamingo): fine-tune models, transcribe test sets or your own recordings, score them "
+               "and tabulate the results. Run 'whisper-flamingo COMMAND --help' for a command's options and "
+               "examples.")
+
+EXAMPLES = """examples:
+  whisper-flamingo decode --lang en --muavic-root my_data     # transcribe my_data/muavic/en/test.tsv
+  whisper-flamingo train config/audio/demo.yaml muavic_root=data/synthetic
+  whisper-flamingo results decode/ --out decode/results
+"""
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r}: use one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
 def build_parser(available: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="whisper-flamingo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="whisper-flamingo", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser.add_argument("--log-level", default="INFO", type=_log_level, metavar="LEVEL",
+                        help=f"logging level: {', '.join(LOG_LEVELS)} (default: INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in available or list(SUBCOMMANDS):
         try:
@@ -48,7 +71,8 @@ def build_parser(available: list[str] | None = None) -> argparse.ArgumentParser:
             if err.name and err.name.startswith("whisper_flamingo.commands"):
                 continue  # subcommand not part of this build
             raise
-        p = sub.add_parser(name, help=SUBCOMMANDS[name][1])
+        p = sub.add_parser(name, help=SUBCOMMANDS[name][1], description=SUBCOMMANDS[name][1],
+                           epilog=getattr(mod, "EXAMPLES", None), formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks for errors")
         mod.add_arguments(p)
