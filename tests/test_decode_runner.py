@@ -149,13 +149,13 @@ def test_translation_scores_bleu_from_yaml(tiny_corpus, tiny_ckpt, tmp_path):
         decode_cmd.apply_yaml(parser.parse_args(["--config", str(cfg)]))
 
 
-def test_audio_visual_modalities_need_a_flamingo_checkpoint(tiny_ckpt, tmp_path, capsys):
+def test_audio_visual_modalities_need_a_flamingo_checkpoint(tiny_corpus, tiny_ckpt, tmp_path, capsys):
     rc = whisper_decode_video.main(["--lang", "en", "--modalities", "avsr", "--checkpoint-path", str(tiny_ckpt),
-                                    "--decode-path", str(tmp_path), "--muavic-root", str(tmp_path)])
+                                    "--decode-path", str(tmp_path), "--muavic-root", str(tiny_corpus)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "audio-only Whisper checkpoint" in err[0] and str(tiny_ckpt) in err[0]
     rc = whisper_decode_video.main(["--lang", "en", "--modalities", "vsr", "--decode-path", str(tmp_path),
-                                    "--muavic-root", str(tmp_path)])
+                                    "--muavic-root", str(tiny_corpus)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--checkpoint-path" in err[0]
     with pytest.raises(ConfigError, match="needs --noise-fn"):

@@ -287,7 +287,9 @@ def plot_series(entries: Sequence[Entry]) -> dict[tuple[str, str], dict[str, dic
     model (and language, beam, split or normaliser where several appear); the clean score, when
     decoded, at ``snr = CLEAN_SNR``."""
     scored = [e for e in entries if e.score is not None]
-    vary = {name: len({getattr(e, name) for e in scored}) > 1 for name in ("lang", "beam", "split", "normalizer")}
+    vary = {"lang": len({e.lang for e in scored}) > 1}
+    for name in ("beam", "split", "normalizer"):  # named only where one model was decoded with several
+        vary[name] = len({(e.model, getattr(e, name)) for e in scored}) > len({e.model for e in scored})
 
     def label(e: Entry) -> str:
         extra = [e.lang] if vary["lang"] else []
