@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import textwrap
 
 from whisper_flamingo.errors import WFError, one_line
 from whisper_flamingo.logs import setup_logging  # noqa: F401 - whisper_decode_video.py imports it from here
@@ -58,7 +59,8 @@ def _log_level(value: str) -> str:
 
 
 def build_parser(available: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="whisper-flamingo", description=DESCRIPTION, epilog=EXAMPLES,
+    parser = argparse.ArgumentParser(prog="whisper-flamingo", description=textwrap.fill(DESCRIPTION, 88),
+                                     epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("--log-level", default="INFO", type=_log_level, metavar="LEVEL",
