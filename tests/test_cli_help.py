@@ -56,3 +56,22 @@ def test_log_level_is_checked_and_device_means_the_same_everywhere(capsys):
                 devices[name] = (action.default, action.help.split(",")[0])
     assert set(devices) >= {"decode", "extract-video-features"}
     assert len(set(devices.values())) == 1 and next(iter(devices.values()))[0] == "auto", devices
+
+
+def test_an_error_met_under_an_open_progress_bar_starts_its_own_line(capsys):
+    """Any command: a bar left open by the exception (e.g. a noise list's, an extraction's) is closed first."""
+    import sys
+
+    from tqdm import tqdm
+
+    from whisper_flamingo.cli import run_guarded
+    from whisper_flamingo.errors import DataError
+
+    def fails(_args):
+        bar = tqdm(total=10, desc="noise test.tsv", file=sys.stderr, mininterval=0)
+        bar.update(3)
+        raise DataError("noise file is silent", path="noise/x.wav")
+
+    assert run_guarded(fails, None, debug=False) == 2
+    err = capsys.readouterr().err
+    assert "noise test.tsv" in err and "\nerror: noise/x.wav: noise file is silent\n" in err, repr(err)

@@ -82,6 +82,17 @@ def build_parser(available: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def close_progress_bars() -> None:
+    """Close every open tqdm bar, so that a message printed next starts a line of its own (a bar left
+    open by an exception would otherwise share its line)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def run_guarded(fn, args, debug: bool) -> int:
     """Run ``fn(args)``; turn a :class:`WFError` into one ``error:`` line and exit status 2."""
     try:
@@ -89,9 +100,11 @@ def run_guarded(fn, args, debug: bool) -> int:
     except WFError as err:
         if debug:
             raise
+        close_progress_bars()
         print(f"error: {one_line(err)}", file=sys.stderr)  # noqa: T201 - the one user-facing line
         return 2
     except KeyboardInterrupt:
+        close_progress_bars()
         print("error: interrupted", file=sys.stderr)
         return 130
 
