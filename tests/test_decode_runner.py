@@ -387,7 +387,7 @@ def test_window_cuts_fall_in_pauses_and_cover_the_audio():
     assert split_points(audio[: 20 * 16000]) == [(0, 20 * 16000)]
 
 
-def test_switches_take_the_usual_forms_and_original_spellings_stay():
+def test_switches_take_the_usual_forms_and_original_spellings_stay(tmp_path):
     parser = decode_cmd.argparse.ArgumentParser()
     decode_cmd.add_arguments(parser)
     a = parser.parse_args(["--lang", "en", "--use-original-whisper", "true", "--fp16", "no", "--av_fusion", "None",
@@ -399,6 +399,13 @@ def test_switches_take_the_usual_forms_and_original_spellings_stay():
     assert parser.parse_args(["--use-original-whisper", "1", "--fp16", "1"]).fp16 == 1
     with pytest.raises(SystemExit):
         parser.parse_args(["--fp16", "maybe"])
+    cfg = tmp_path / "d.yaml"  # the same values in a --config file
+    cfg.write_text("use-original-whisper: 'yes'\nfp16: false\nuse_av_hubert_encoder: 'off'\n")
+    a = decode_cmd.apply_yaml(parser.parse_args(["--config", str(cfg)]))
+    assert (a.use_original_whisper, a.fp16, a.use_av_hubert_encoder) == (1, 0, 0)
+    cfg.write_text("fp16: maybe\n")
+    with pytest.raises(ConfigError, match="fp16: 'maybe' is not a switch value"):
+        decode_cmd.apply_yaml(parser.parse_args(["--config", str(cfg)]))
 
 
 def test_errors_start_their_own_line_and_name_decode_flags(tmp_path, tiny_ckpt, capsys):

@@ -176,6 +176,11 @@ def apply_yaml(args: argparse.Namespace) -> argparse.Namespace:
             value = [value]
         if key == "noise_snr":
             value = [float(v) for v in value]
+        if key in ("fp16", "use_original_whisper", "use_av_hubert_encoder") and value is not None:
+            try:
+                value = switch(str(int(value)) if isinstance(value, bool) else str(value))
+            except argparse.ArgumentTypeError as err:
+                raise ConfigError(f"{path}: {raw_key}: {err}") from None
         if getattr(args, key) == defaults[key]:
             setattr(args, key, value)
     return args
