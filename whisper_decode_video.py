@@ -14,7 +14,8 @@ from whisper_flamingo.commands import decode
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="whisper_decode_video.py", description=decode.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="whisper_decode_video.py", description=decode.__doc__.splitlines()[0],
+                                     epilog=decode.EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     decode.add_arguments(parser)
     args = parser.parse_args(argv)

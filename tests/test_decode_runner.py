@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,7 @@ def test_original_command_line_and_outputs(tiny_corpus, tiny_ckpt, tmp_path, cap
         "--task", "transcribe", "--normalizer", "whisper", "--use-original-whisper", "0",
         "--muavic-root", str(tiny_corpus), "--max-new-tokens", "16", "--max-utterances", "3"])
     assert rc == 0
-    out = Path(str(tmp_path) + "/" + str(tiny_ckpt).lstrip("/")) / "en/test/asr/snr-0/visible-0/beam-2/noise"
+    out = tmp_path / tiny_ckpt.name / "en/test/asr/snr-0/visible-0/beam-2/noise"  # the checkpoint's name
     assert out.is_dir(), sorted(p for p in tmp_path.rglob("*") if p.is_dir())
     pred = (out / "pred.txt").read_text().splitlines()
     assert len(pred) == 6 and all(line.startswith(("HYPO: ", "REF: ")[i % 2]) for i, line in enumerate(pred))
@@ -149,13 +150,13 @@ def test_translation_scores_bleu_from_yaml(tiny_corpus, tiny_ckpt, tmp_path):
         decode_cmd.apply_yaml(parser.parse_args(["--config", str(cfg)]))
 
 
-def test_audio_visual_modalities_need_a_flamingo_checkpoint(tiny_ckpt, tmp_path, capsys):
+def test_audio_visual_modalities_need_a_flamingo_checkpoint(tiny_corpus, tiny_ckpt, tmp_path, capsys):
     rc = whisper_decode_video.main(["--lang", "en", "--modalities", "avsr", "--checkpoint-path", str(tiny_ckpt),
-                                    "--decode-path", str(tmp_path), "--muavic-root", str(tmp_path)])
+                                    "--decode-path", str(tmp_path), "--muavic-root", str(tiny_corpus)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "audio-only Whisper checkpoint" in err[0] and str(tiny_ckpt) in err[0]
     rc = whisper_decode_video.main(["--lang", "en", "--modalities", "vsr", "--decode-path", str(tmp_path),
-                                    "--muavic-root", str(tmp_path)])
+                                    "--muavic-root", str(tiny_corpus)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--checkpoint-path" in err[0]
     with pytest.raises(ConfigError, match="needs --noise-fn"):
@@ -235,3 +236,200 @@ def test_runaway_guard_is_off_by_default_and_recorded(tiny_corpus, tiny_ckpt, tm
     rc = whisper_decode_video.main([*common, "--decode-path", str(tmp_path / "off"), "--runaway-guard"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "other settings (search)" in err[-1]
+
+
+# ------------------------------------------------------------------ a new user's first hour (issue 12)
+def _hand_corpus(root: Path, seconds: Sequence[float], bad: bool = False) -> Path:
+    """``root/muavic/en/test.tsv`` written by hand: one synthetic utterance per duration (a 65-s one has
+    pauses at 20 and 27 s), and a file that is not audio when ``bad``."""
+    import numpy as np
+    import soundfile as sf
+
+    from tests.corpus_utils import synth_speech
+
+    rng = np.random.default_rng(0)
+    (root / "muavic" / "en").mkdir(parents=True)
+    rows, texts = [], []
+    for i, sec in enumerate(seconds):
+        audio = synth_speech(rng, int(sec * 16000))
+        for pause in (20.0, 27.0):
+            if sec > pause + 1:
+                audio[int(pause * 16000): int((pause + 0.5) * 16000)] = 0
+        sf.write(root / f"u{i}.wav", audio.astype(np.int16), 16000, subtype="PCM_16")
+        rows.append(f"u{i}\t\tu{i}.wav\t{int(sec * 25)}\t{len(audio)}")
+        texts.append("one two three")
+    if bad:
+        (root / "bad.wav").write_bytes(b"this is not audio at all" * 40)
+        rows.append("bad\t\tbad.wav\t25\t16000")
+        texts.append("four five")
+    (root / "muavic" / "en" / "test.tsv").write_text(f"{root}\n" + "\n".join(rows) + "\n")
+    (root / "muavic" / "en" / "test.en").write_text("\n".join(texts) + "\n")
+    return root
+
+
+def test_decode_needs_lang_and_defaults_to_the_packaged_tiny_en(tmp_path, monkeypatch, capsys):
+    from whisper_flamingo.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    parser = decode_cmd.argparse.ArgumentParser()
+    decode_cmd.add_arguments(parser)
+    args = parser.parse_args([])
+    assert args.model_type == "tiny.en" and args.device == "auto"
+    assert cli_main(["decode", "--muavic-root", "nowhere"]) == 2
+    assert "--lang is required" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_failed_download_leaves_no_folder_and_manifests_are_checked_first(tmp_path, monkeypatch, capsys):
+    """A model that cannot be fetched leaves no empty ``models/``; a wrong ``--muavic-root`` is reported
+    before any model is loaded."""
+    import os
+    import urllib.error
+
+    import whisper
+
+    from whisper_flamingo.cli import main as cli_main
+    from whisper_flamingo.decoding import runner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WHISPER_FLAMINGO_OFFLINE", raising=False)
+
+    def offline(url, root, in_memory):  # what openai-whisper does offline: mkdir, then fail
+        os.makedirs(root, exist_ok=True)
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(whisper, "_download", offline)
+    _hand_corpus(tmp_path / "data", [1.0])
+    rc = cli_main(["decode", "--lang", "en", "--model-type", "medium", "--muavic-root", "data"])
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if " INFO " not in x]
+    assert rc == 2 and len(err) == 1 and "cannot download Whisper 'medium'" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no models/, no decode/
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the manifests were checked")
+
+    monkeypatch.setattr(runner, "load_model", no_model)
+    rc = cli_main(["decode", "--lang", "en", "--muavic-root", "wrong_root"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"error: {Path('wrong_root/muavic/en/test.tsv')}: manifest does not exist; check "
+                               "--muavic-root / --lang / --task (or the MuAViC download)"]
+
+
+def test_output_folder_is_the_checkpoint_name_and_clean_is_decoded_once(tiny_corpus, tiny_ckpt, tmp_path):
+    import shutil
+
+    from whisper_flamingo.decoding.results import collect
+
+    paths = []
+    for run in ("run1", "run2"):
+        (tmp_path / run).mkdir()
+        paths.append(tmp_path / run / "last.pt")
+        shutil.copy(tiny_ckpt, paths[-1])
+    out = tmp_path / "dec"
+    noise = [str(tiny_corpus / "noise" / "test.tsv"), str(tiny_corpus / "noise" / "valid.tsv")]
+    for p in paths:
+        run_decode(_settings(tiny_corpus, p, out, noise_snrs=[1000.0], noise_fns=noise, max_utterances=1))
+    labels = sorted(p.name for p in out.iterdir())
+    assert labels[0] == "last.pt" and re.fullmatch(r"last\.pt-[0-9a-f]{8}", labels[1]), labels
+    # the same checkpoint keeps its folder on a second run
+    assert _settings(tiny_corpus, paths[1], out).model_label == labels[1]
+    assert _settings(tiny_corpus, paths[0], out).model_label == "last.pt"
+    # clean: one condition, filed under none/, though two noise lists were given
+    dirs = [p.parent.relative_to(out).as_posix() for p in out.rglob("summary.json")]
+    assert sorted(dirs) == sorted(f"{lab}/en/test/asr/snr-1000/visible-0/beam-1/none" for lab in labels)
+    assert sorted(e.model for e in collect([out])) == labels
+
+
+def test_utterances_over_30s_are_flagged_or_decoded_in_windows(tiny_ckpt, tmp_path, caplog):
+    import logging
+    import shutil
+
+    root = _hand_corpus(tmp_path / "data", [65.0, 2.0])
+    weights = tmp_path / "whisper"
+    weights.mkdir()
+    shutil.copy(tiny_ckpt, weights / "tiny.pt")
+    base = dict(langs=["en"], model_type="tiny", use_original_whisper=True, whisper_path=str(weights),
+                muavic_root=str(root), batch_bins=480000 * 2, device="cpu", search=SearchOptions(max_new_tokens=4))
+    rows = {}
+    for mode in ("off", "window"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            (summary,) = run_decode(DecodeSettings(decode_path=str(tmp_path / mode), long_form=mode, **base))
+        (jsonl,) = (tmp_path / mode).rglob("utterances.jsonl")
+        rows[mode] = {r["id"]: r for r in _rows(jsonl)}
+        warned = [r.message for r in caplog.records if "longer than 30 s" in r.message]
+        assert len(warned) == (1 if mode == "off" else 0) and (not warned or "1 of 2 utterances" in warned[0])
+        assert summary["flags"]["over_30s"] == 1 and summary["provenance"]["long_form"] == mode
+    off, win = rows["off"], rows["window"]
+    assert off["u0"]["flags"] == sorted({"over_30s", *off["u0"]["flags"]}) and "over_30s" in off["u0"]["flags"]
+    assert "long_form" not in off["u0"]["flags"] and off["u0"]["n_tokens"] <= 4
+    assert {"over_30s", "long_form"} <= set(win["u0"]["flags"]) and win["u0"]["audio_seconds"] == 65.0
+    assert win["u0"]["n_tokens"] <= 3 * 4  # three windows of at most 4 tokens
+    assert off["u1"]["flags"] == win["u1"]["flags"] and "over_30s" not in off["u1"]["flags"]
+    assert off["u1"]["hyp"] == win["u1"]["hyp"]  # short utterances: unchanged
+
+
+def test_window_cuts_fall_in_pauses_and_cover_the_audio():
+    import numpy as np
+
+    from whisper_flamingo.decoding.longform import WINDOW_SAMPLES, split_points
+
+    rng = np.random.default_rng(0)
+    audio = rng.normal(0, 3000, 65 * 16000).astype(np.float32)
+    for pause in (27.0, 55.5):
+        audio[int(pause * 16000): int((pause + 0.3) * 16000)] = 0
+    spans = split_points(audio)
+    assert spans[0][0] == 0 and spans[-1][1] == len(audio)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert all(0 < e - s <= WINDOW_SAMPLES for s, e in spans)
+    cuts = [e / 16000 for _, e in spans[:-1]]
+    assert len(cuts) == 2 and 27.0 <= cuts[0] <= 27.3 and 55.5 <= cuts[1] <= 55.8, cuts
+    assert split_points(audio[: 20 * 16000]) == [(0, 20 * 16000)]
+
+
+def test_switches_take_the_usual_forms_and_original_spellings_stay(tmp_path):
+    parser = decode_cmd.argparse.ArgumentParser()
+    decode_cmd.add_arguments(parser)
+    a = parser.parse_args(["--lang", "en", "--use-original-whisper", "true", "--fp16", "no", "--av_fusion", "None",
+                           "--use_av_hubert_encoder", "0"])
+    assert (a.use_original_whisper, a.fp16, a.av_fusion, a.use_av_hubert_encoder) == (1, 0, "None", 0)
+    a = parser.parse_args(["--use-original-whisper", "--fp16", "OFF", "--av-fusion", "separate",
+                           "--use-av-hubert-encoder", "yes"])
+    assert (a.use_original_whisper, a.fp16, a.av_fusion, a.use_av_hubert_encoder) == (1, 0, "separate", 1)
+    assert parser.parse_args(["--use-original-whisper", "1", "--fp16", "1"]).fp16 == 1
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--fp16", "maybe"])
+    cfg = tmp_path / "d.yaml"  # the same values in a --config file
+    cfg.write_text("use-original-whisper: 'yes'\nfp16: false\nuse_av_hubert_encoder: 'off'\n")
+    a = decode_cmd.apply_yaml(parser.parse_args(["--config", str(cfg)]))
+    assert (a.use_original_whisper, a.fp16, a.use_av_hubert_encoder) == (1, 0, 0)
+    cfg.write_text("fp16: maybe\n")
+    with pytest.raises(ConfigError, match="fp16: 'maybe' is not a switch value"):
+        decode_cmd.apply_yaml(parser.parse_args(["--config", str(cfg)]))
+
+
+def test_errors_start_their_own_line_and_name_decode_flags(tmp_path, tiny_ckpt, capsys):
+    """A bad sample met while the progress bar is open: the bar is closed first, the advice names
+    ``--on-bad-sample skip`` (not the config key) and no empty quotes; a corrupt checkpoint: one short line."""
+    root = _hand_corpus(tmp_path / "data", [1.0], bad=True)
+    common = ["--lang", "en", "--checkpoint-path", str(tiny_ckpt), "--muavic-root", str(root), "--device", "cpu",
+              "--max-new-tokens", "2", "--batch-bins", "16000"]
+    rc = whisper_decode_video.main([*common, "--decode-path", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "%|" in err  # the bar was drawn
+    (line,) = [x for x in err.splitlines() if "error:" in x]
+    assert line.startswith("error: ") and "bad.wav" in line and "--on-bad-sample skip" in line, err
+    assert "on_bad_sample" not in line and "''" not in line
+    assert whisper_decode_video.main([*common, "--decode-path", str(tmp_path / "b"), "--on-bad-sample", "skip"]) == 0
+    capsys.readouterr()
+    broken = tmp_path / "broken.pt"
+    torch.save({"state_dict": {"w": torch.randn(1000)}}, broken)
+    data = bytearray(broken.read_bytes())
+    for i in range(200, 1200):  # PyTorch's own message: a paragraph of advice
+        data[i] ^= 0x5A
+    broken.write_bytes(bytes(data))
+    rc = whisper_decode_video.main([*common[:2], "--checkpoint-path", str(broken), *common[4:],
+                                    "--decode-path", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and len(err[0]) < 200, err
+    assert err[0].startswith(f"error: {broken}: truncated or corrupt torch.save file") and "likelihood" not in err[0]

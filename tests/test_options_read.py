@@ -36,7 +36,7 @@ NON_DEFAULT: dict[str, list[str]] = {
     "overwrite": ["--overwrite"], "device": ["--device", "cpu"], "patience": ["--patience", "2"],
     "length_penalty": ["--length-penalty", "0.5"], "max_new_tokens": ["--max-new-tokens", "100"],
     "runaway_guard": ["--runaway-guard"], "tokens_per_second": ["--tokens-per-second", "10"],
-    "loop_repeats": ["--loop-repeats", "3"],
+    "loop_repeats": ["--loop-repeats", "3"], "long_form": ["--long-form", "window"],
 }
 #: flags that are refused (ConfigError naming the flag) where set alone
 REFUSED_FLAGS = {
@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(argv: list[str]) -> DecodeSettings:
-    return decode_cmd.settings_from_args(decode_cmd.apply_yaml(_parser().parse_args(argv)))
+    """Settings for ``argv`` after ``--lang es`` (required; a later ``--lang`` wins)."""
+    return decode_cmd.settings_from_args(decode_cmd.apply_yaml(_parser().parse_args(["--lang", "es", *argv])))
 
 
 def _flat(settings: DecodeSettings) -> dict:

@@ -9,19 +9,27 @@ import pytest
 
 from whisper_flamingo.cli import main as cli_main
 from whisper_flamingo.decoding.outputs import write_outputs
-from whisper_flamingo.decoding.results import collect, main_tables, noise_label, snr_tables, write_results
+from whisper_flamingo.decoding.results import (
+    collect,
+    main_tables,
+    noise_label,
+    plot_series,
+    snr_tables,
+    write_results,
+)
 
 REF = "one two three four"
 HYP_BY_ERRORS = {0: "one two three four", 1: "one two three five", 2: "one two six five", 4: ""}
 
 
-def _condition(root: Path, lang: str, modality: str, snr: float, noise: str, errors: int, beam: int = 5) -> None:
-    d = root / "ckpt.pt" / lang / "test" / modality / f"snr-{snr:g}" / "visible-0" / f"beam-{beam}" / noise
+def _condition(root: Path, lang: str, modality: str, snr: float, noise: str, errors: int, beam: int = 5,
+               model: str = "ckpt.pt") -> None:
+    d = root / model / lang / "test" / modality / f"snr-{snr:g}" / "visible-0" / f"beam-{beam}" / noise
     d.mkdir(parents=True)
     rows = [{"id": f"{lang}{i}", "ref": REF, "hyp": HYP_BY_ERRORS[errors], "audio_seconds": 1.0} for i in range(2)]
     extra = {"lang": lang, "lang_arg": lang, "split": "test", "modality": modality, "snr": snr,
              "noise_name": noise, "visible": 0, "beam": beam, "normalizer": "fairseq",
-             "provenance": {"model": "small", "checkpoint": "ckpt.pt"}}
+             "provenance": {"model": "small", "checkpoint": f"/abs/path/{model}"}}
     write_outputs(d, rows, "wer", lang, "fairseq", extra)
 
 
@@ -72,18 +80,46 @@ def test_snr_sweep_table(tree):
 
 
 def test_results_command_writes_markdown_csv_and_plots(tree, tmp_path, capsys):
+    import csv
+
     out = tmp_path / "res"
     assert cli_main(["results", str(tree), "--out", str(out), "--decimals", "1"]) == 0
     printed = capsys.readouterr().out
     assert "| Audio-Clean | 0.0 | 25.0 | 50.0 | 37.5 |" in printed
     assert (out / "results.md").read_text().startswith("# Results")
-    csv_lines = (out / "main.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("table,condition,en,es,fr,Avg non-En")
-    assert any(line.endswith("Audio-Clean,0.0,25.0,50.0,37.5") for line in csv_lines)
-    assert "100.0" in (out / "snr_sweep.csv").read_text()
+    assert not (out / "main.csv").exists() and not (out / "snr_sweep.csv").exists()
+    # one tidy table: one header line, then one row per model x condition x language x metric
+    text = (out / "results.csv").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "model,beam,split,normalizer,lang,modality,noise,snr,condition,metric,value,utterances,path"
+    assert lines.count(lines[0]) == 1
+    rows = list(csv.DictReader(lines))
+    assert all(len(r) == 13 and None not in r for r in rows)
+    # ckpt.pt: 3 langs x (clean asr once, though filed under two noise folders; asr 0, -5; avsr 0) + orig.pt
+    assert len(rows) == 3 * 4 + 1
+    keys = [(r["model"], r["lang"], r["modality"], r["noise"], r["snr"], r["metric"]) for r in rows]
+    assert len(set(keys)) == len(keys)
+    got = {(r["model"], r["lang"], r["modality"], r["snr"]): float(r["value"]) for r in rows}
+    assert got[("ckpt.pt", "fr", "asr", "0")] == 100.0 and got[("ckpt.pt", "es", "asr", "clean")] == 25.0
+    assert got[("orig.pt", "en", "asr", "0")] == 18.0  # --decimals 1
+    assert {r["noise"] for r in rows if r["snr"] == "clean"} == {"none"}
     pngs = sorted((out / "plots").glob("*.png"))
-    assert len(pngs) == 3  # ckpt.pt beam 5: asr, avsr; orig.pt beam 15: asr
+    assert [p.name for p in pngs] == ["snr_asr_lrs3.png", "snr_asr_muavic.png", "snr_avsr_lrs3.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 2000 for p in pngs)
+
+
+def test_plots_put_every_model_on_shared_axes(tree):
+    """Zero-shot and fine-tuned models of one modality and noise type share one plot, labelled by name."""
+    for snr, errors in ((1000, 2), (0, 4), (-5, 4)):
+        _condition(tree, "en", "asr", snr, "lrs3" if snr < 1000 else "none", errors, model="tiny.en")
+    series = plot_series([e for e in collect([tree]) if e.lang == "en"])
+    assert set(series) == {("asr", "lrs3"), ("asr", "muavic"), ("avsr", "lrs3")}
+    lines = series[("asr", "lrs3")]
+    assert set(lines) == {"ckpt.pt", "tiny.en"}  # one language: lines named by the model alone
+    assert lines["tiny.en"] == {-5.0: 100.0, 0.0: 100.0, 1000.0: 50.0}
+    assert lines["ckpt.pt"] == {-5.0: 100.0, 0.0: 25.0, 1000.0: 0.0}
+    several = plot_series(collect([tree]))[("asr", "lrs3")]
+    assert {"ckpt.pt (en)", "ckpt.pt (fr)", "tiny.en (en)"} <= set(several)
 
 
 def test_rescore_with_another_normaliser(tmp_path):

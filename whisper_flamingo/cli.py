@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import textwrap
 
 from whisper_flamingo.errors import WFError, one_line
 from whisper_flamingo.logs import setup_logging  # noqa: F401 - whisper_decode_video.py imports it from here
@@ -36,10 +37,34 @@ def _load(name: str):
     return importlib.import_module(f"whisper_flamingo.commands.{module}")
 
 
+DESCRIPTION = ("Speech recognition and translation with Whisper, robust to noise, optionally helped by lip video "
+               "(Whisper-Flamingo): fine-tune models, transcribe test sets or your own recordings, score them "
+               "and tabulate the results. Run 'whisper-flamingo COMMAND --help' for a command's options and "
+               "examples.")
+
+EXAMPLES = """examples:
+  whisper-flamingo decode --lang en --muavic-root my_data     # transcribe my_data/muavic/en/test.tsv
+  whisper-flamingo train config/audio/demo.yaml muavic_root=data/synthetic
+  whisper-flamingo results decode/ --out decode/results
+"""
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r}: use one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
 def build_parser(available: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="whisper-flamingo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="whisper-flamingo", description=textwrap.fill(DESCRIPTION, 88),
+                                     epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser.add_argument("--log-level", default="INFO", type=_log_level, metavar="LEVEL",
+                        help=f"logging level: {', '.join(LOG_LEVELS)} (default: INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in available or list(SUBCOMMANDS):
         try:
@@ -48,12 +73,24 @@ def build_parser(available: list[str] | None = None) -> argparse.ArgumentParser:
             if err.name and err.name.startswith("whisper_flamingo.commands"):
                 continue  # subcommand not part of this build
             raise
-        p = sub.add_parser(name, help=SUBCOMMANDS[name][1])
+        p = sub.add_parser(name, help=SUBCOMMANDS[name][1], description=SUBCOMMANDS[name][1],
+                           epilog=getattr(mod, "EXAMPLES", None), formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks for errors")
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
+
+
+def close_progress_bars() -> None:
+    """Close every open tqdm bar, so that a message printed next starts a line of its own (a bar left
+    open by an exception would otherwise share its line)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def run_guarded(fn, args, debug: bool) -> int:
@@ -63,9 +100,11 @@ def run_guarded(fn, args, debug: bool) -> int:
     except WFError as err:
         if debug:
             raise
+        close_progress_bars()
         print(f"error: {one_line(err)}", file=sys.stderr)  # noqa: T201 - the one user-facing line
         return 2
     except KeyboardInterrupt:
+        close_progress_bars()
         print("error: interrupted", file=sys.stderr)
         return 130
 

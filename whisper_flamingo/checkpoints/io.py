@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import struct
 import zipfile
 from collections.abc import Mapping
@@ -56,7 +57,7 @@ def read_checkpoint_file(path: str | Path, mmap: bool = False) -> Any:
     except pickle.UnpicklingError as err:  # weights_only refused a global (or an opcode): next way below
         reason = _weights_only_reason(err)
     except (EOFError, OSError, RuntimeError, struct.error, ValueError, IndexError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{path}: truncated or corrupt torch.save file ({_first_line(err)}); {_REDO}") from None
+        raise CheckpointError(f"{path}: truncated or corrupt torch.save file ({_short_cause(err)}); {_REDO}") from None
     log.debug("%s: not loadable with weights_only=True (%s); using the restricted unpickler", path, reason)
     return safe_load(path, mmap=mmap and zip_format)
 
@@ -104,6 +105,14 @@ def _weights_only_reason(err: BaseException) -> str:
         if "Unsupported global" in line or "Unsupported operand" in line:
             return line.strip()
     return _first_line(err)
+
+
+def _short_cause(err: BaseException, limit: int = 80) -> str:
+    """The first sentence of a library error, without PyTorch's ``[enforce fail at ...]`` prefix and its
+    advice paragraph, cut to ``limit`` characters."""
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", _first_line(err))
+    text = re.split(r"(?<=[.:;])\s", text, maxsplit=1)[0].rstrip(" .:;")
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def _first_line(err: BaseException) -> str:

@@ -157,9 +157,15 @@ def resolve_whisper(name_or_path: str | Path, download_root: str | Path | None =
     import whisper
 
     log.info("downloading Whisper '%s' to %s", text, root)
+    missing = [p for p in (root, *root.parents) if not p.exists()]  # folders the download would create
     try:
         file = whisper._download(whisper._MODELS[text], str(root), False)
     except Exception as err:  # noqa: BLE001 - network errors come in many types
+        for folder in missing:  # leave no empty folder behind (deepest first)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise CheckpointError(f"cannot download Whisper '{text}' ({type(err).__name__}); {hint}") from None
     dims, sd, _ = read_openai_checkpoint(file)
     return dims, sd, {"source": f"openai-whisper {file}"}

@@ -27,6 +27,12 @@ from whisper_flamingo.models.whisper import Whisper
 log = logging.getLogger(__name__)
 
 
+EXAMPLES = """examples:
+  whisper-flamingo convert tiny.en models/tiny.en.pt    # the packaged tiny.en as an openai-whisper .pt
+  whisper-flamingo convert runs/stage1/last.ckpt exported_hf/ --to hf
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="source: CTranslate2 dir, Hugging Face dir, openai .pt, Lightning "
                                     "checkpoint, or a model name such as tiny.en")

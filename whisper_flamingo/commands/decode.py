@@ -1,31 +1,69 @@
 """``whisper-flamingo decode``: decode test sets over languages, modalities, noise lists and SNRs.
 
-Every flag of the original ``whisper_decode_video.py`` keeps its meaning; ``--lang``, ``--modalities``,
-``--noise-snr`` and ``--noise-fn`` take several values (one output directory per combination).
-``--config FILE.yaml`` supplies any option (keys are the option names, ``-`` or ``_``); flags given on
-the command line win.
+Every flag of the original ``whisper_decode_video.py`` keeps its meaning and spelling (``--av_fusion``,
+``--use_av_hubert_encoder``, 0/1 switches), and every flag also has a dashed spelling; switches take
+0/1, true/false, yes/no or on/off (alone: on).  ``--lang``, ``--modalities``, ``--noise-snr`` and
+``--noise-fn`` take several values (one output directory per combination).  ``--lang`` is required;
+the model defaults to the packaged ``tiny.en`` (works offline).  ``--config FILE.yaml`` supplies any
+option (keys are the option names, ``-`` or ``_``); flags given on the command line win.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 from pathlib import Path
 
-from whisper_flamingo.errors import ConfigError
+from whisper_flamingo.errors import ConfigError, WFError
+
+EXAMPLES = """examples:
+  # zero-shot Whisper (the packaged tiny.en) on the English test manifest under ./my_data/muavic/en/
+  whisper-flamingo decode --lang en --muavic-root my_data --decode-path decode/
+  # a fine-tuned checkpoint, clean and 0 dB babble noise, beam 5
+  whisper-flamingo decode --lang en --checkpoint-path models/whisper-flamingo_en_large.pt \\
+      --noise-snr 0 1000 --noise-fn noise/babble/lrs3/test.tsv --beam-size 5 --muavic-root .
+  # utterances over 30 s decoded whole, in windows of at most 30 s
+  whisper-flamingo decode --lang en --muavic-root my_data --long-form window
+"""
+
+_TRUE, _FALSE = ("1", "true", "yes", "on", "y", "t"), ("0", "false", "no", "off", "n", "f")
 
 
-def _flag(value: str) -> int:
-    return int(value)
+def switch(value: str) -> int:
+    """A switch value: 1/true/yes/on or 0/false/no/off (any case) -> 1 or 0."""
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return 1
+    if text in _FALSE:
+        return 0
+    raise argparse.ArgumentTypeError(f"{value!r} is not a switch value; use 1/0, true/false, yes/no or on/off")
+
+
+#: config-key advice in error messages of the data layer -> the flag of this command
+_FLAG_ADVICE = ((re.compile(r"\bset on_bad_sample: skip\b"), "pass --on-bad-sample skip"),
+                (re.compile(r"\bon_bad_sample: (error|skip)\b"), r"--on-bad-sample \1"),
+                (re.compile(r"\bcheck muavic_root / lang / task\b"), "check --muavic-root / --lang / --task"),
+                (re.compile(r"\bmuavic_root\b"), "--muavic-root"), (re.compile(r"\blrs2_root\b"), "--lrs2-root"))
+
+
+def flag_advice(message: str) -> str:
+    """``message`` with the config keys it names replaced by this command's flags."""
+    for pattern, repl in _FLAG_ADVICE:
+        message = pattern.sub(repl, message)
+    return message
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("original flags (whisper_decode_video.py)")
-    g.add_argument("--lang", nargs="+", default=["ru"],
-                   help="language code(s); 'lrs2' = LRS2 English test; a '-visible' suffix only changes the "
-                        "output path (visible-1) (default: ru)")
-    g.add_argument("--model-type", default="medium", help="Whisper size or name (default: medium)")
+    g.add_argument("--lang", nargs="+", default=None,
+                   help="required: language code(s) of the manifests (en, es, fr, ...); 'lrs2' = LRS2 English "
+                        "test; a '-visible' suffix only changes the output path (visible-1)")
+    g.add_argument("--model-type", default="tiny.en",
+                   help="Whisper name (tiny.en, base, small, medium, large-v3, ...) or a .pt path, decoded "
+                        "zero-shot when no --checkpoint-path is given (default: tiny.en, packaged, works "
+                        "offline; others are looked up in --whisper-path, then downloaded)")
     g.add_argument("--noise-snr", nargs="+", type=float, default=[1000.0],
                    help="SNR(s) in dB, e.g. -10 -5 0 5 10 1000; 1000 = clean (default: 1000)")
     g.add_argument("--noise-fn", nargs="+", default=None,
@@ -35,15 +73,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--modalities", nargs="+", default=["asr"], choices=["asr", "avsr", "vsr"],
                    help="asr (audio), avsr (audio-visual), vsr (video only) (default: asr; the original "
                         "defaulted to avsr)")
-    g.add_argument("--use_av_hubert_encoder", "--use-av-hubert-encoder", type=_flag, default=None,
+    g.add_argument("--use_av_hubert_encoder", "--use-av-hubert-encoder", type=switch, default=None, nargs="?",
+                   const=1, metavar="0|1",
                    help="1 = AV-HuBERT video encoder, 0 = ResNet front end / audio model; the checkpoint "
                         "decides, a value that disagrees with it is refused (default: not checked)")
     g.add_argument("--av_fusion", "--av-fusion", default="",
                    help="'separate' = Whisper-Flamingo gated cross-attention; 'None' = audio model")
-    g.add_argument("--fp16", type=_flag, default=1, help="1 = half precision on GPU (CPU always fp32)")
-    g.add_argument("--checkpoint-path", default=None, help="fine-tuned checkpoint (decoded at variable length)")
-    g.add_argument("--decode-path", default="decode/", help="output root (default: decode/)")
-    g.add_argument("--whisper-path", default="models/", help="folder of OpenAI Whisper .pt files")
+    g.add_argument("--fp16", type=switch, default=1, nargs="?", const=1, metavar="0|1",
+                   help="1 = half precision on GPU (CPU always fp32) (default: 1)")
+    g.add_argument("--checkpoint-path", default=None,
+                   help="fine-tuned checkpoint (decoded at variable length); its file name names the output "
+                        "folder (with a short hash when another checkpoint of that name is already there)")
+    g.add_argument("--decode-path", default="decode/",
+                   help="output root (default: decode/); results go to <root>/<model name>/<lang>/<split>/"
+                        "<modality>/snr-<N>/visible-<0|1>/beam-<B>/<noise|none>/")
+    g.add_argument("--whisper-path", default="models/",
+                   help="folder of OpenAI Whisper <name>.pt files looked up for --model-type (default: models/; "
+                        "never created)")
     g.add_argument("--av-hubert-path", default=None,
                    help="(original) fairseq user dir: refused, fairseq is not used (AV-HuBERT is built in)")
     g.add_argument("--av-hubert-ckpt", default=None,
@@ -53,22 +99,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="transcribe, En-X or X-En (only X-En uses <|translate|>)")
     g.add_argument("--normalizer", default="fairseq", choices=["fairseq", "whisper", "none"],
                    help="text normaliser for WER (default: fairseq)")
-    g.add_argument("--use-original-whisper", type=_flag, default=0,
-                   help="1 = zero-shot OpenAI Whisper (ignores --checkpoint-path; 30-s padded input)")
+    g.add_argument("--use-original-whisper", type=switch, default=0, nargs="?", const=1,
+                   metavar="0|1", help="1 = zero-shot OpenAI Whisper --model-type (ignores --checkpoint-path; "
+                                       "30-s padded input) (default: 0; zero-shot anyway without --checkpoint-path)")
+    g.add_argument("--long-form", default="off", choices=["off", "window"],
+                   help="utterances over 30 s: off = decode their first 30 s (flagged over_30s in "
+                        "utterances.jsonl), window = cut them at quiet points into windows of at most 30 s, "
+                        "decode each and join the text (asr only) (default: off)")
     n = parser.add_argument_group("data, batching, output")
     n.add_argument("--config", default=None, help="YAML file with any of these options")
     n.add_argument("--muavic-root", default="",
                    help="folder holding muavic/ (manifests and media) (default: the working directory)")
     n.add_argument("--lrs2-root", default="", help="LRS2 folder (for --lang lrs2)")
-    n.add_argument("--split", default="test", choices=["test", "valid", "train"], help="(default: test)")
+    n.add_argument("--split", default="test", choices=["test", "valid", "train"],
+                   help="which manifest to decode: test.tsv, valid.tsv or train.tsv (default: test)")
     n.add_argument("--batch-bins", type=int, default=640000,
                    help="audio samples per batch, padding included (default: 640000 = 40 s)")
     n.add_argument("--max-utterances", type=int, default=None, help="decode only the first N utterances")
     n.add_argument("--seed", type=int, default=0, help="seed of the noise draws (default: 0)")
     n.add_argument("--num-workers", type=int, default=0, help="data loader workers (default: 0)")
-    n.add_argument("--on-bad-sample", default="error", choices=["error", "skip"])
+    n.add_argument("--on-bad-sample", default="error", choices=["error", "skip"],
+                   help="an unreadable or mismatching audio file or manifest row: error = stop with one line "
+                        "naming it, skip = leave it out and count it in summary.json (default: error)")
     n.add_argument("--overwrite", action="store_true", help="decode again instead of resuming")
-    n.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    n.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ... "
+                                                     "(default: auto)")
     s = parser.add_argument_group("search")
     s.add_argument("--patience", type=float, default=None, help="beam patience (default: 1.0)")
     s.add_argument("--length-penalty", type=float, default=None,
@@ -121,6 +176,11 @@ def apply_yaml(args: argparse.Namespace) -> argparse.Namespace:
             value = [value]
         if key == "noise_snr":
             value = [float(v) for v in value]
+        if key in ("fp16", "use_original_whisper", "use_av_hubert_encoder") and value is not None:
+            try:
+                value = switch(str(int(value)) if isinstance(value, bool) else str(value))
+            except argparse.ArgumentTypeError as err:
+                raise ConfigError(f"{path}: {raw_key}: {err}") from None
         if getattr(args, key) == defaults[key]:
             setattr(args, key, value)
     return args
@@ -130,6 +190,8 @@ def settings_from_args(args: argparse.Namespace):
     from whisper_flamingo.decoding.runner import DecodeSettings
     from whisper_flamingo.decoding.search import SearchOptions
 
+    if not args.lang:
+        raise ConfigError("--lang is required: the language code(s) of the manifests to decode, e.g. --lang en")
     if args.av_hubert_path is not None:
         raise ConfigError(f"--av-hubert-path {args.av_hubert_path}: fairseq is not used (AV-HuBERT is built in and "
                           "its code path follows the checkpoint); leave the flag out")
@@ -152,13 +214,17 @@ def settings_from_args(args: argparse.Namespace):
         num_workers=args.num_workers, on_bad_sample=args.on_bad_sample, overwrite=args.overwrite,
         device=args.device, search=search, av_fusion=args.av_fusion,
         use_av_hubert_encoder=None if args.use_av_hubert_encoder is None else bool(args.use_av_hubert_encoder),
-        av_hubert_ckpt=args.av_hubert_ckpt)
+        av_hubert_ckpt=args.av_hubert_ckpt, long_form=args.long_form)
 
 
 def run(args: argparse.Namespace) -> int:
     from whisper_flamingo.decoding.runner import run_decode
 
-    summaries = run_decode(settings_from_args(apply_yaml(args)))
+    try:
+        summaries = run_decode(settings_from_args(apply_yaml(args)))
+    except WFError as err:  # advice of the data layer names config keys: name this command's flags
+        err.args = (flag_advice(str(err)),)
+        raise
     for s in summaries:
         score = "n/a" if s["score"] is None else f"{s['score']:.2f}"
         sys.stdout.write(f"{s['lang_arg']}\t{s['modality']}\tsnr {s['snr']:g}\t{s['noise_name']}\t"

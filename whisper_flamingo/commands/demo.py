@@ -32,6 +32,12 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "config" / "audio" / "demo.yaml"
 
 
+EXAMPLES = """examples:
+  whisper-flamingo demo                                 # corpus, training, decoding in demo_out/
+  whisper-flamingo demo --out /tmp/demo --steps 20 --fresh
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="stage-1 config (default: config/audio/demo.yaml)")

@@ -45,6 +45,12 @@ SNRS = ("1000", "0", "-5")
 SNR_NAMES = {"1000": "clean", "0": "0 dB babble", "-5": "-5 dB babble"}
 
 
+EXAMPLES = """examples:
+  whisper-flamingo demo-av                              # stage 1 + stage 2 in demo_out_av/
+  whisper-flamingo demo-av --stage1-steps 50 --stage2-steps 50 --fresh
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out_av", help="output folder (default: demo_out_av)")
     parser.add_argument("--stage1-config", default=str(STAGE1_CONFIG),

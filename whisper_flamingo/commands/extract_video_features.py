@@ -46,6 +46,14 @@ META_FILE = "video_features.json"
 FORMAT_VERSION = 1
 
 
+EXAMPLES = """examples:
+  whisper-flamingo extract-video-features --muavic-root . --lang en --split test valid \\
+      --video-model-ckpt models/large_noise_pt_noise_ft_433h_only_weights.pt --out features/en
+  whisper-flamingo extract-video-features --muavic-root data/synthetic --lang en --encoder resnet \\
+      --video-model-ckpt runs/av/last.ckpt --out features/synthetic --device cpu
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--muavic-root", required=True, help="folder holding muavic/ (as muavic_root)")
     parser.add_argument("--lang", default="en", help="data selection as the lang key (en, es, multi-all, "

@@ -16,6 +16,11 @@ from typing import Any
 
 from whisper_flamingo.models.registry import ModelInfo, list_models, model_info
 
+EXAMPLES = """examples:
+  whisper-flamingo models
+  whisper-flamingo models --family whisper --json
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", default=None, help="only this family (e.g. whisper, avhubert, whisper-flamingo)")

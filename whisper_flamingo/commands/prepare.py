@@ -43,6 +43,12 @@ def _add_synthetic(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+EXAMPLES = """examples:
+  whisper-flamingo prepare synthetic --out data/synthetic
+  whisper-flamingo prepare synthetic --out data/synthetic_fr --langs fr es --train 100 --jobs 2
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
     _add_synthetic(sub)

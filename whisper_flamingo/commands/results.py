@@ -6,6 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+EXAMPLES = """examples:
+  whisper-flamingo results decode/                      # tables and plots into decode/results/
+  whisper-flamingo results decode/ old_decode/ --out cmp/ --normalizer whisper
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dirs", nargs="+", help="folders holding decode outputs (searched recursively)")

@@ -7,6 +7,12 @@ import sys
 
 from whisper_flamingo.config import describe_keys, load_config
 
+EXAMPLES = """examples:
+  whisper-flamingo train config/audio/demo.yaml muavic_root=data/synthetic
+  whisper-flamingo train config/audio/audio_en_large.yaml --print-config
+  whisper-flamingo train --help-keys
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config (e.g. config/audio/demo.yaml)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import struct
 from dataclasses import dataclass
 
@@ -146,7 +147,7 @@ def probe_audio(path: str | os.PathLike) -> AudioHeader:
     try:
         info = sf.info(p)
     except Exception as err:  # libsndfile raises several types
-        msg = str(err).replace("\n", " ").replace(p, "").strip(" :'")
+        msg = _library_message(err, p)
         raise DataError(f"audio header is unreadable ({msg}); re-create the file or set "
                         "on_bad_sample: skip", reason="unreadable", path=p) from None
     if info.frames <= 0:
@@ -177,6 +178,13 @@ def check_sample_count(header: AudioHeader, expected_samples: int) -> None:
                         reason="sample_count_mismatch", path=header.path)
 
 
+def _library_message(err: BaseException, path: str) -> str:
+    """libsndfile's reason without the file name it quotes (the message names the file already)."""
+    text = str(err).replace("\n", " ").replace(str(path), "")
+    text = re.sub(r"Error opening\s*''\s*:?\s*", "", text).strip(" :'.")
+    return text or type(err).__name__
+
+
 def load_audio(path: str | os.PathLike, expected_samples: int | None = None) -> np.ndarray:
     """Read an audio file as mono 16 kHz float32 **in int16 units** (see module doc).
 
@@ -187,7 +195,7 @@ def load_audio(path: str | os.PathLike, expected_samples: int | None = None) -> 
     try:
         data, sr = sf.read(p, dtype="float32", always_2d=True)
     except Exception as err:
-        msg = str(err).replace("\n", " ").replace(p, "").strip(" :'")
+        msg = _library_message(err, p)
         raise DataError(f"audio data cannot be decoded ({msg}); the file is probably truncated or "
                         "corrupt: re-create it or set on_bad_sample: skip", reason="truncated",
                         path=p) from None

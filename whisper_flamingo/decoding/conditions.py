@@ -2,8 +2,12 @@
 
 The folder is the original's
 
-``<decode_path>/<checkpoint path or model>/<lang>/<split>/<modality>/snr-<N>/visible-<0|1>/beam-<B>/``
-``<noise list parent dir>/``
+``<decode_path>/<checkpoint or model name>/<lang>/<split>/<modality>/snr-<N>/visible-<0|1>/beam-<B>/``
+``<noise list parent dir, or none when clean>/``
+
+(the model folder: :attr:`~whisper_flamingo.decoding.runner.DecodeSettings.model_label`).  The clean
+condition (SNR 1000) mixes no noise: it is decoded once, into ``.../snr-1000/.../none/``, whatever
+``--noise-fn`` lists (the original filed a copy under every noise folder).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class Condition:
 
     @property
     def noise_name(self) -> str:
-        return Path(self.noise_fn).parent.name if self.noise_fn else "none"
+        return Path(self.noise_fn).parent.name if self.noise_fn and not self.clean else "none"
 
     @property
     def label(self) -> str:
@@ -75,7 +79,9 @@ def conditions(settings: DecodeSettings) -> list[Condition]:
                 for snr in settings.noise_snrs:
                     if float(snr) < CLEAN_SNR and not noise_fn:
                         raise ConfigError(f"--noise-snr {snr_text(snr)} needs --noise-fn (a noise list .tsv)")
-                    out.append(Condition(lang, modality, float(snr), noise_fn))
+                    cond = Condition(lang, modality, float(snr), None if float(snr) >= CLEAN_SNR else noise_fn)
+                    if cond not in out:  # clean: once, whatever the noise lists
+                        out.append(cond)
     return out
 
 

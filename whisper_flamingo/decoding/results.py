@@ -4,12 +4,19 @@ Sources: every ``summary.json`` under the given folders; folders of the original
 ``wer.368862`` / ``bleu.368862`` without ``summary.json``) are read too, their condition taken from
 the path ``.../<lang>/<split>/<modality>/snr-<N>/visible-<v>/beam-<B>/<noise>/``.
 
-Tables, one set per *setup* (model, beam, split, normaliser):
+Files written by :func:`write_results`:
 
-* main table, as the original result notebooks: rows ``<modality>-<noise condition>`` (e.g.
-  ``Audio-Clean``, ``Audio-Visual-Babble-LRS3``) for clean and 0 dB, columns the languages (``en``
-  first) and ``Avg non-En``;
-* SNR sweep: rows (language, modality, noise), columns the SNRs and ``clean``.
+* ``results.csv``: one tidy table, one row per model × condition × language × metric (columns
+  :data:`CSV_COLUMNS`), read by ``pandas.read_csv`` with no options;
+* ``results.md`` for humans, one set of tables per *setup* (model, beam, split, normaliser): the main
+  table, as the original result notebooks (rows ``<modality>-<noise condition>``, e.g. ``Audio-Clean``,
+  ``Audio-Visual-Babble-LRS3``, for clean and 0 dB; columns the languages, ``en`` first, and
+  ``Avg non-En``), and the SNR sweep (rows language, modality, noise; columns the SNRs and ``clean``);
+* ``plots/snr_<modality>_<noise>.png``: score vs SNR, one plot per modality and noise type with every
+  model (and language) on shared axes, lines labelled by model name.
+
+The model is named by its decode folder (``summary.json``'s ``model_label``; older summaries: the
+checkpoint's file name).
 """
 
 from __future__ import annotations
@@ -67,7 +74,7 @@ class Entry:
 def _from_summary(path: Path) -> Entry:
     s = json.loads(path.read_text(encoding="utf-8"))
     prov = s.get("provenance", {})
-    model = prov.get("checkpoint") or prov.get("model") or "?"
+    model = s.get("model_label") or Path(str(prov.get("checkpoint") or prov.get("model") or "?")).name
     return Entry(model=str(model), lang=s.get("lang_arg", s["lang"]), split=s.get("split", "test"),
                  modality=s["modality"], snr=float(s["snr"]), noise=s.get("noise_name", "none"),
                  beam=int(s.get("beam", 1)), metric=s["metric"], score=s.get("score"),
@@ -160,14 +167,6 @@ class Table:
             lines.append("| " + " | ".join(_fmt(v, decimals) for v in row) + " |")
         return "\n".join(lines) + "\n"
 
-    def csv(self, decimals: int = 2) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["table", *self.header])
-        for row in self.rows:
-            w.writerow([self.title, *(_fmt(v, decimals, empty="") for v in row)])
-        return buf.getvalue()
-
 
 def _fmt(v, decimals: int, empty: str = "–") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -244,8 +243,78 @@ def snr_tables(entries: Sequence[Entry]) -> list[Table]:
     return tables
 
 
+CSV_COLUMNS = ("model", "beam", "split", "normalizer", "lang", "modality", "noise", "snr", "condition", "metric",
+               "value", "utterances", "path")
+
+
+def tidy_rows(entries: Sequence[Entry]) -> list[dict]:
+    """One row per model × condition × language × metric (a BLEU condition also gives its WER row).
+
+    A clean decode is one condition whatever noise folder it was filed under (the original saved a
+    copy under each): its ``noise`` is ``none`` and the first copy is kept."""
+    rows, seen = [], set()
+    for e in sorted(entries, key=lambda e: (e.setup, _lang_key(e.lang), list(MODALITY_NAMES).index(e.modality),
+                                            e.noise, -e.snr)):
+        noise = "none" if e.clean else e.noise
+        key = (e.setup, e.lang, e.modality, noise, e.snr)
+        if key in seen:
+            continue
+        seen.add(key)
+        metrics = [(e.metric, e.score)]
+        if e.metric != "wer" and e.extra.get("wer") is not None:
+            metrics.append(("wer", e.extra["wer"]))
+        for metric, value in metrics:
+            rows.append({"model": e.model, "beam": e.beam, "split": e.split, "normalizer": e.normalizer,
+                         "lang": e.lang, "modality": e.modality, "noise": noise,
+                         "snr": "clean" if e.clean else f"{e.snr:g}",
+                         "condition": f"{MODALITY_NAMES[e.modality]}-{noise_label(e.noise, e.snr)}",
+                         "metric": metric, "value": value, "utterances": e.utterances, "path": e.path})
+    return rows
+
+
+def tidy_csv(entries: Sequence[Entry], decimals: int = 2) -> str:
+    """:func:`tidy_rows` as CSV text (one header line; empty cell = no score)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    w.writeheader()
+    for row in tidy_rows(entries):
+        w.writerow({k: _fmt(v, decimals, empty="") for k, v in row.items()})
+    return buf.getvalue()
+
+
+def plot_series(entries: Sequence[Entry]) -> dict[tuple[str, str], dict[str, dict[float, float]]]:
+    """What :func:`plot_snr` draws: ``{(modality, noise): {line label: {snr: score}}}``, one line per
+    model (and language, beam, split or normaliser where several appear); the clean score, when
+    decoded, at ``snr = CLEAN_SNR``."""
+    scored = [e for e in entries if e.score is not None]
+    vary = {"lang": len({e.lang for e in scored}) > 1}
+    for name in ("beam", "split", "normalizer"):  # named only where one model was decoded with several
+        vary[name] = len({(e.model, getattr(e, name)) for e in scored}) > len({e.model for e in scored})
+
+    def label(e: Entry) -> str:
+        extra = [e.lang] if vary["lang"] else []
+        extra += [f"beam {e.beam}"] if vary["beam"] else []
+        extra += [e.split] if vary["split"] else []
+        extra += [e.normalizer] if vary["normalizer"] else []
+        return e.model + (f" ({', '.join(extra)})" if extra else "")
+
+    clean: dict[tuple[str, str], float] = {}
+    for e in scored:
+        if e.clean:
+            clean.setdefault((e.modality, label(e)), e.score)
+    groups: dict[tuple[str, str], dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
+    for e in scored:
+        if not e.clean:
+            groups[(e.modality, e.noise)][label(e)][e.snr] = e.score
+    for (modality, _), lines in groups.items():
+        for name, pts in lines.items():
+            if (modality, name) in clean:
+                pts[CLEAN_SNR] = clean[(modality, name)]
+    return {k: dict(v) for k, v in groups.items()}
+
+
 def plot_snr(entries: Sequence[Entry], out_dir: str | Path) -> list[Path]:
-    """One PNG per setup and modality: score vs SNR, one line per language and noise."""
+    """One PNG per modality and noise type: score vs SNR, every model on the same axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,40 +323,24 @@ def plot_snr(entries: Sequence[Entry], out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    groups: dict[tuple, list[Entry]] = defaultdict(list)
-    for e in entries:
-        groups[(e.setup, e.modality)].append(e)
-    for (setup, modality), items in groups.items():
-        noisy = sorted({e.snr for e in items if not e.clean})
-        if not noisy:
-            continue
+    metric = "/".join(sorted({e.metric.upper() for e in entries}))
+    order = list(MODALITY_NAMES)
+    for (modality, noise), lines in sorted(plot_series(entries).items(), key=lambda kv: (order.index(kv[0][0]),
+                                                                                          kv[0][1])):
+        noisy = sorted({x for pts in lines.values() for x in pts if x < CLEAN_SNR})
         xs_clean = noisy[-1] + max(5.0, (noisy[-1] - noisy[0]) / 4 if len(noisy) > 1 else 5.0)
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        lines: dict[tuple[str, str], dict[float, float]] = defaultdict(dict)
-        clean = {}
-        for e in items:
-            if e.score is None:
-                continue
-            if e.clean:
-                clean.setdefault(e.lang, e.score)
-            else:
-                lines[(e.lang, e.noise)][e.snr] = e.score
-        for (lang, noise), pts in sorted(lines.items(), key=lambda kv: (_lang_key(kv[0][0]), kv[0][1])):
+        for name, pts in sorted(lines.items()):
             xs = sorted(pts)
-            ys = [pts[x] for x in xs]
-            if lang in clean:
-                xs, ys = xs + [xs_clean], ys + [clean[lang]]
-            ax.plot(xs, ys, marker="o", label=f"{lang} ({noise})")
-        ticks = noisy + [xs_clean]
-        ax.set_xticks(ticks, [f"{t:g}" for t in noisy] + ["clean"])
-        metric = "/".join(sorted({e.metric.upper() for e in items}))
+            ax.plot([xs_clean if x >= CLEAN_SNR else x for x in xs], [pts[x] for x in xs], marker="o", label=name)
+        ax.set_xticks(noisy + [xs_clean], [f"{t:g}" for t in noisy] + ["clean"])
         ax.set_xlabel("SNR (dB)")
         ax.set_ylabel(metric)
-        ax.set_title(f"{MODALITY_NAMES[modality]}: {_setup_title(setup)}", fontsize=8)
+        ax.set_title(f"{MODALITY_NAMES[modality]}, noise {noise}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"snr_{setup[0]}_beam{setup[1]}_{setup[2]}_{setup[3]}_{modality}")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"snr_{modality}_{noise}")
         path = out / f"{name.strip('_')}.png"
         fig.savefig(path)
         plt.close(fig)
@@ -309,11 +362,8 @@ def write_results(dirs: Sequence[str | Path], out: str | Path, decimals: int = 2
     md = "# Results\n\n" + "\n".join(t.markdown(decimals) for t in mains)
     if sweeps:
         md += "\n## SNR sweeps\n\n" + "\n".join(t.markdown(decimals) for t in sweeps)
-    files = [out / "results.md", out / "main.csv"]
+    files = [out / "results.md", out / "results.csv"]
     files[0].write_text(md, encoding="utf-8")
-    files[1].write_text("".join(t.csv(decimals) for t in mains), encoding="utf-8")
-    if sweeps:
-        files.append(out / "snr_sweep.csv")
-        files[-1].write_text("".join(t.csv(decimals) for t in sweeps), encoding="utf-8")
+    files[1].write_text(tidy_csv(entries, decimals), encoding="utf-8")
     files += plot_snr(entries, out / "plots")
     return {"markdown": md, "files": files, "entries": entries}

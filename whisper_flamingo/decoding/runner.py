@@ -60,8 +60,8 @@ AfterBatch = Callable[[int], None]
 class DecodeSettings:
     """Everything a decode run needs (the CLI flags; see ``whisper-flamingo decode --help``)."""
 
-    langs: list[str] = field(default_factory=lambda: ["ru"])
-    model_type: str = "medium"
+    langs: list[str] = field(default_factory=lambda: ["en"])
+    model_type: str = "tiny.en"
     checkpoint_path: str | None = None
     use_original_whisper: bool = False
     noise_snrs: list[float] = field(default_factory=lambda: [CLEAN_SNR])
@@ -88,16 +88,31 @@ class DecodeSettings:
     av_fusion: str = ""
     use_av_hubert_encoder: bool | None = None
     av_hubert_ckpt: str | None = None
+    #: utterances over 30 s: "off" (the first 30 s are decoded, the row flagged ``over_30s``) or
+    #: "window" (decoded in windows of at most 30 s, texts joined; see decoding/longform.py)
+    long_form: str = "off"
+
+    @property
+    def model_id(self) -> str:
+        """What identifies the decoded model: a model name as given, or the absolute path of a checkpoint."""
+        name = str(self.checkpoint_path if self.checkpoint_path and not self.use_original_whisper
+                   else self.model_type)
+        path = Path(name).expanduser()
+        return str(path.resolve()) if "/" in name or path.exists() else name
 
     @property
     def model_label(self) -> str:
-        """Path component naming the model: the checkpoint path as given, or the model name (or path).
-
-        Absolute paths are nested under the decode path (the original concatenated the strings).
-        """
-        name = self.checkpoint_path if self.checkpoint_path and not self.use_original_whisper else self.model_type
-        parts = [p if p != ".." else "__" for p in Path(str(name)).parts if p not in ("/", "")]
-        return str(Path(*parts)) if parts else "checkpoint"
+        """The folder naming the model under the decode path: the checkpoint's (or model's) name, as the
+        original's released checkpoints gave it; ``<name>-<hash>`` when the folder of that name already
+        holds the decodes of another checkpoint (e.g. the ``last.ckpt`` of two runs)."""
+        ident = self.model_id
+        base = Path(ident).name if "/" in ident else ident
+        if base in ("", ".", ".."):
+            base = "checkpoint"
+        owner = _label_owner(Path(self.decode_path) / base)
+        if owner is not None and owner != ident:
+            return f"{base}-{hashlib.sha256(ident.encode()).hexdigest()[:8]}"
+        return base
 
     @property
     def audio_visual(self) -> bool:
@@ -108,6 +123,30 @@ class DecodeSettings:
     def padded(self) -> bool:
         """Original Whisper decodes 30-s padded windows; fine-tuned checkpoints variable length."""
         return self.use_original_whisper or not self.checkpoint_path
+
+
+MODEL_MARKER = "model.json"
+
+
+def _label_owner(folder: Path) -> str | None:
+    """The model id recorded in ``folder/model.json`` (None when the folder is not claimed)."""
+    import json
+
+    try:
+        return str(json.loads((folder / MODEL_MARKER).read_text(encoding="utf-8"))["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def claim_model_folder(settings: DecodeSettings) -> Path:
+    """Create the model's folder under the decode path and record which model it holds."""
+    import json
+
+    folder = Path(settings.decode_path) / settings.model_label
+    folder.mkdir(parents=True, exist_ok=True)
+    if _label_owner(folder) is None:
+        (folder / MODEL_MARKER).write_text(json.dumps({"model": settings.model_id}) + "\n", encoding="utf-8")
+    return folder
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -226,7 +265,8 @@ def _run_key(settings: DecodeSettings, info: dict, cond: Condition) -> dict:
     return {"model": info["model"], "checkpoint_sha256": info["checkpoint_sha256"], "padded_30s": settings.padded,
             "task": settings.task, "normalizer": settings.normalizer, "seed": settings.seed,
             "noise_list": cond.noise_fn, "snr": cond.snr, "batch_bins": settings.batch_bins,
-            "max_utterances": settings.max_utterances, "search": dataclasses.asdict(settings.search)}
+            "max_utterances": settings.max_utterances, "search": dataclasses.asdict(settings.search),
+            **({"long_form": settings.long_form} if settings.long_form != "off" else {})}
 
 
 def _batches(lengths: Sequence[int], batch_bins: int) -> list[list[int]]:
@@ -258,14 +298,19 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
     from whisper_flamingo.data.dataset import Collator, SpeechDataset, TokenizerFactory
     from whisper_flamingo.data.noise import NoiseBank
 
+    claim_model_folder(settings)
     out_dir = condition_dir(settings, cond)
     done = claim_dir(out_dir, _run_key(settings, info, cond), settings.overwrite)
     factory = TokenizerFactory(multilingual=model.is_multilingual, num_languages=model.num_languages)
     noise = None if cond.clean else NoiseBank.from_list(cond.noise_fn)
-    dataset = SpeechDataset(records, factory, n_mels=model.dims.n_mels, noise=noise,
-                            snr=None if cond.clean else cond.snr, noise_prob=0.0 if cond.clean else 1.0,
-                            seed=settings.seed, on_bad_sample=settings.on_bad_sample,
-                            pad_to_30s=settings.padded, load_video=cond.modality != "asr", video_train=False)
+    data_kw = dict(n_mels=model.dims.n_mels, noise=noise, snr=None if cond.clean else cond.snr,
+                   noise_prob=0.0 if cond.clean else 1.0, seed=settings.seed, on_bad_sample=settings.on_bad_sample,
+                   load_video=cond.modality != "asr", video_train=False)
+    dataset = SpeechDataset(records, factory, pad_to_30s=settings.padded, **data_kw)
+    long_ids = {r.id for r in records if r.n_samples > N_SAMPLES_30S}
+    windowed = settings.long_form == "window" and cond.modality == "asr" and bool(long_ids)
+    # the same noise draws, without the 30-s cut: the audio of the long utterances decoded by windows
+    whole = SpeechDataset(records, factory, pad_to_30s=False, **data_kw) if windowed else None
     by_id = {r.id: i for i, r in enumerate(records)}
     if len(by_id) != len(records):
         dup = next(uid for uid, n in Counter(r.id for r in records).items() if n > 1)
@@ -290,7 +335,8 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
                                                 video=dataset.video_kind or None),
                             pin_memory=device.type == "cuda")
         bar = tqdm(total=remaining, desc=cond.label, unit="utt", dynamic_ncols=True)
-        with UtteranceWriter(out_dir / JSONL) as writer:
+        # an error closes the bar first, so that its message starts a line of its own
+        with bar, UtteranceWriter(out_dir / JSONL) as writer:
             for n_batch, batch in enumerate(loader, start=1):
                 skipped.update(reason for _, reason in batch["bad"])
                 if batch["mel"].shape[0]:
@@ -298,6 +344,16 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
                     seconds = [r.n_samples / 16000 for r in recs]
                     hyps = _decode(model, batch, tok, options, seconds, cond.modality, device)
                     new = [j for j, r in enumerate(recs) if r.id not in done]
+                    for j in new:
+                        if recs[j].id not in long_ids:
+                            continue
+                        if whole is not None:
+                            from whisper_flamingo.decoding.longform import decode_long
+
+                            audio = whole.waveform(recs[j], whole.epoch, by_id[recs[j].id])
+                            hyps[j] = decode_long(model, audio, batch["prompts"][j], tok, options, device,
+                                                  pad_to_30s=settings.padded)
+                        hyps[j].flags.add("over_30s")
                     counts = utterance_counts([recs[j].text for j in new], [hyps[j].text for j in new],
                                               settings.normalizer, lang)
                     for j, c in zip(new, counts):
@@ -314,7 +370,6 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
                     bar.set_postfix(x_realtime=f"{audio_s / max(time.perf_counter() - t0, 1e-9):.1f}")
                 if after_batch is not None:
                     after_batch(n_batch)
-        bar.close()
     elapsed = time.perf_counter() - t0
     rows = [done[r.id] for r in records if r.id in done]
     if skipped:
@@ -322,8 +377,9 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
     extra = {"lang": cond.lang, "lang_arg": cond.lang_arg, "split": settings.split, "modality": cond.modality,
              "snr": cond.snr, "noise_list": cond.noise_fn, "noise_name": cond.noise_name,
              "visible": cond.visible, "beam": settings.search.beam_size, "task": settings.task,
-             "normalizer": settings.normalizer, "language": lang,
-             "provenance": {**info, "padded_30s": settings.padded, "seed": settings.seed,
+             "normalizer": settings.normalizer, "language": lang, "model_label": settings.model_label,
+             "provenance": {**info, "padded_30s": settings.padded, "long_form": settings.long_form,
+                            "seed": settings.seed,
                             "device": str(device), "precision": precision,
                             "runaway_guard": options.runaway_guard,
                             "search": dataclasses.asdict(options), "batch_bins": settings.batch_bins,
@@ -341,7 +397,8 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
 
 
 def pick_device(name: str | None) -> torch.device:
-    if name:
+    """``--device``: ``auto`` (or None) = cuda when available, else cpu; else a torch device name."""
+    if name and name != "auto":
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -349,15 +406,30 @@ def pick_device(name: str | None) -> torch.device:
 def run_decode(settings: DecodeSettings, after_batch: AfterBatch | None = None) -> list[dict]:
     """Decode every condition of ``settings``; returns their summaries (``after_batch``: see
     :func:`decode_condition`)."""
+    from whisper_flamingo.decoding.longform import LONG_FORM_MODES
+
+    if settings.long_form not in LONG_FORM_MODES:
+        raise ConfigError(f"--long-form {settings.long_form!r}: use {' or '.join(LONG_FORM_MODES)}")
     conds = conditions(settings)
     device = pick_device(settings.device)
-    model, info = load_model(settings, device)
-    check_video_flags(settings, model)
-    summaries = []
+    # cheap checks first: every manifest is read before the model is loaded
     records_by_lang: dict[str, list] = {}
     for cond in conds:
         if cond.lang not in records_by_lang:
-            records_by_lang[cond.lang] = load_records(settings, cond.lang)
+            records_by_lang[cond.lang] = recs = load_records(settings, cond.lang)
+            n_long = sum(r.n_samples > N_SAMPLES_30S for r in recs)
+            if n_long and settings.long_form == "off":
+                log.warning("--lang %s: %d of %d utterances are longer than 30 s; only their first 30 s are "
+                            "decoded (flag over_30s in utterances.jsonl); pass --long-form window to decode "
+                            "them whole", cond.lang, n_long, len(recs))
+            elif n_long and any(m != "asr" for m in settings.modalities):
+                log.warning("--lang %s: %d utterances are longer than 30 s; --long-form window applies to "
+                            "--modalities asr only (avsr/vsr decode their first 30 s, flagged over_30s)",
+                            cond.lang, n_long)
+    model, info = load_model(settings, device)
+    check_video_flags(settings, model)
+    summaries = []
+    for cond in conds:
         summaries.append(decode_condition(model, records_by_lang[cond.lang], cond, settings, info, device,
                                           after_batch))
     return summaries
