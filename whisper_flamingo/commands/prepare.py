@@ -46,9 +46,12 @@ def _add_synthetic(sub) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
     _add_synthetic(sub)
+    _add_extract_audio(sub)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.what in _STEPS:
+        return _STEPS[args.what](args)
     if args.what != "synthetic":  # pragma: no cover - argparse restricts the choices
         raise SystemExit(f"unknown prepare target {args.what}")
     from whisper_flamingo.errors import ConfigError
@@ -70,3 +73,57 @@ def run(args: argparse.Namespace) -> int:
                   f"  training noise: {info.train_noise_tsv}"]
     print("\n".join(lines))  # noqa: T201 - the command's user-facing summary
     return 0
+
+
+# ------------------------------------------------------------------ real-data steps (issue 13)
+
+
+def _add_common(p, suffix_help: str) -> None:
+    """Arguments shared by the per-file steps: inputs, outputs, sharding, resuming, bad inputs."""
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks for errors")
+    p.add_argument("--src", type=Path, default=None,
+                   help="input folder (searched recursively) or one file")
+    p.add_argument("--list", type=Path, default=None,
+                   help="a file of input paths, one a line (relative ones are relative to --src)")
+    p.add_argument("--out", type=Path, required=True, help=f"output folder: {suffix_help}")
+    p.add_argument("--rank", type=int, default=0, help="this process's shard (default: 0)")
+    p.add_argument("--nshard", type=int, default=1, help="number of shards (default: 1)")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that exist (default: keep them)")
+    p.add_argument("--on-bad-sample", choices=("error", "skip"), default="error",
+                   help="a bad input stops the step with a one-line error (default) or is counted and skipped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _jobs(args: argparse.Namespace, suffix: str, extensions=None):
+    from whisper_flamingo.preparation.jobs import VIDEO_EXTENSIONS, find_inputs, plan_jobs, shard
+
+    root, files = find_inputs(args.src, args.list, extensions or VIDEO_EXTENSIONS)
+    return shard(plan_jobs(root, files, args.out, suffix), args.rank, args.nshard)
+
+
+def _add_extract_audio(sub) -> None:
+    p = sub.add_parser("extract-audio", help="video (mp4/mkv/avi/webm/...) -> 16 kHz mono int16 wav",
+                       description="Decode the first audio stream of each input with PyAV (no ffmpeg binary) "
+                                   "and write <out>/<relative path>.wav, 16 kHz mono int16.")
+    _add_common(p, "<out>/<path relative to --src>.wav")
+    p.add_argument("--extensions", nargs="*", default=None, metavar="EXT",
+                   help="input suffixes to look for under --src (default: the usual video containers)")
+
+
+def _run_extract_audio(args: argparse.Namespace) -> int:
+    from whisper_flamingo.preparation.extract_audio import extract_one
+    from whisper_flamingo.preparation.jobs import run_step
+
+    exts = tuple(e if e.startswith(".") else f".{e}" for e in args.extensions) if args.extensions else None
+    jobs = _jobs(args, ".wav", exts)
+    summary = run_step("extract-audio", jobs, lambda job, tmp: extract_one(job.src, tmp),
+                       on_bad_sample=args.on_bad_sample, overwrite=args.overwrite,
+                       progress=not args.no_progress)
+    print(summary.line())  # noqa: T201 - the command's user-facing summary
+    return 0
+
+
+_STEPS = {
+    "extract-audio": _run_extract_audio,
+}
