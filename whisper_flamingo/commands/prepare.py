@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
     _add_synthetic(sub)
     _add_extract_audio(sub)
+    _add_landmarks(sub)
+    _add_crop_mouth(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,6 +126,101 @@ def _run_extract_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_landmarks(sub) -> None:
+    p = sub.add_parser("landmarks", help="per-video face landmarks (mediapipe or dlib) -> npz",
+                       description="Detect face landmarks on every frame (25 fps) and write "
+                                   "<out>/<relative path>.npz (points, found, mouth; NaN where no face). "
+                                   "With --precomputed, convert MuAViC / auto_avsr landmark pickles instead.")
+    _add_common(p, "<out>/<path relative to --src>.npz")
+    p.add_argument("--detector", choices=("mediapipe", "dlib"), default="mediapipe",
+                   help="mediapipe (auto_avsr's 4 points; the `prepare` extra) or dlib (AV-HuBERT's 68 points)")
+    p.add_argument("--mediapipe-model", choices=("mesh", "detection"), default="mesh",
+                   help="mesh: Face Mesh in tracking mode (finds tight lower-face views; default); "
+                        "detection: auto_avsr's face detector")
+    p.add_argument("--no-cnn-fallback", action="store_true",
+                   help="dlib: no CNN detector when HOG finds no face (faster; AV-HuBERT used it)")
+    p.add_argument("--precomputed", action="store_true",
+                   help="inputs are per-video landmark pickles (*.pkl, MuAViC / auto_avsr) to convert")
+    p.add_argument("--max-frames", type=int, default=None, help="only the first N frames (for trials)")
+
+
+def _run_landmarks(args: argparse.Namespace) -> int:
+    from whisper_flamingo.preparation.jobs import run_step
+    from whisper_flamingo.preparation.landmarks import detect_video, from_precomputed
+
+    def work(job, tmp):
+        if args.precomputed:
+            lm = from_precomputed(job.src)
+        else:
+            lm = detect_video(job.src, args.detector, args.mediapipe_model, not args.no_cnn_fallback,
+                              args.max_frames)
+        lm.save(tmp)
+        return {"frames": int(lm.found.size), "frames with a face": int(lm.found.sum())}
+
+    jobs = _jobs(args, ".npz", (".pkl", ".pickle") if args.precomputed else None)
+    summary = run_step("landmarks", jobs, work, on_bad_sample=args.on_bad_sample, overwrite=args.overwrite,
+                       progress=not args.no_progress, unit="video")
+    print(summary.line())  # noqa: T201 - the command's user-facing summary
+    return 0
+
+
+def _add_crop_mouth(sub) -> None:
+    p = sub.add_parser("crop-mouth", help="96x96 grayscale 25 fps mouth-ROI mp4 from videos + landmarks",
+                       description="Interpolate and smooth the landmarks of `prepare landmarks`, align each "
+                                   "frame to a mean face and crop 96x96 around the mouth (AV-HuBERT's or "
+                                   "auto_avsr's pipeline); write <out>/<relative path>.mp4.")
+    _add_common(p, "<out>/<path relative to --src>.mp4")
+    p.add_argument("--landmarks", type=Path, required=True,
+                   help="the --out folder of `prepare landmarks` (same relative paths, .npz)")
+    p.add_argument("--method", choices=("avhubert", "autoavsr"), default="autoavsr",
+                   help="avhubert: 68 points, 12-frame queue (AV-HuBERT/MuAViC); autoavsr: 4 mediapipe or 68 "
+                        "points, +-6 frame smoothing (auto_avsr; default)")
+    p.add_argument("--mean-face", type=Path, default=None,
+                   help="a (68, 2) .npy mean face in a 256x256 frame, e.g. 20words_mean_face.npy (default: "
+                        "the shipped dlib mean shape; see preparation/mean_face.py)")
+    p.add_argument("--no-face", choices=("error", "resize"), default="error",
+                   help="a video with no face in any frame: a bad input (default) or the whole frame "
+                        "resized to 96x96 (MuAViC)")
+    p.add_argument("--contact-sheet", action="store_true",
+                   help="also write <out>/<relative path>.png: 16 crops sampled over the frames with a face")
+    p.add_argument("--codec", choices=("libx264", "mpeg4"), default="libx264",
+                   help="libx264 at CRF 20 (AV-HuBERT's setting; default) or mpeg4 (bit-exact reruns)")
+
+
+def _run_crop_mouth(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from whisper_flamingo.errors import DataError
+    from whisper_flamingo.preparation.crop import contact_sheet, crop_video, load_mean_face
+    from whisper_flamingo.preparation.jobs import run_step
+    from whisper_flamingo.preparation.landmarks import load_landmarks, read_frames
+    from whisper_flamingo.preparation.synthetic.video import write_mp4
+
+    mean_face = load_mean_face(args.mean_face)
+
+    def work(job, tmp):
+        lm_path = args.landmarks / f"{job.rel}.npz"
+        if not lm_path.is_file():
+            raise DataError(f"no landmarks {lm_path}; run `prepare landmarks` first", reason="missing_landmarks",
+                            path=job.src)
+        lm = load_landmarks(lm_path)
+        frames = list(read_frames(job.src))
+        crops = crop_video(frames, lm, args.method, mean_face, path=job.src, no_face=args.no_face)
+        pixels = crops if isinstance(crops, np.ndarray) else crops.frames
+        write_mp4(tmp, pixels, fps=25, codec=args.codec, quality=20 if args.codec == "libx264" else 2)
+        if args.contact_sheet:
+            contact_sheet(pixels, job.out.with_suffix(".png"), lm.found)
+        return {"frames": len(pixels)}
+
+    jobs = _jobs(args, ".mp4")
+    summary = run_step("crop-mouth", jobs, work, on_bad_sample=args.on_bad_sample, overwrite=args.overwrite,
+                       progress=not args.no_progress, unit="video")
+    print(summary.line())  # noqa: T201 - the command's user-facing summary
+    return 0
+
+
 _STEPS = {
     "extract-audio": _run_extract_audio,
+    "landmarks": _run_landmarks,
+    "crop-mouth": _run_crop_mouth,
 }
