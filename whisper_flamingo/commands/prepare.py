@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_extract_audio(sub)
     _add_landmarks(sub)
     _add_crop_mouth(sub)
+    _add_corpus_manifest(sub)
+    _add_normalize_labels(sub)
+    _add_pipeline(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,8 +222,141 @@ def _run_crop_mouth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_corpus_manifest(sub) -> None:
+    p = sub.add_parser("manifest", help="{split}.tsv (actual frame/sample counts) + labels from a corpus layout",
+                       description="Write AV-HuBERT/MuAViC manifests (root line '/', then id, video, audio, "
+                                   "frames, samples: the actual counts) and label files from LRS3, LRS2 "
+                                   "(auto_avsr lists), VoxCeleb2, MuAViC or a plain folder of videos with "
+                                   "<name>.txt transcripts.")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    p.add_argument("--layout", choices=("lrs3", "lrs2", "muavic", "voxceleb2", "folder"), required=True)
+    p.add_argument("--src", type=Path, required=True,
+                   help="the corpus root (lrs3: pretrain/trainval/test; lrs2: auto_avsr's root; muavic: "
+                        "MuAViC's muavic/; folder: videos + .txt transcripts; voxceleb2: unused)")
+    p.add_argument("--audio", type=Path, default=None,
+                   help="the 16 kHz wavs (extract-audio --out), same relative paths")
+    p.add_argument("--video", type=Path, default=None,
+                   help="the mouth videos (crop-mouth --out), same relative paths")
+    p.add_argument("--out", type=Path, required=True, help="where the tsv and label files go")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="folder layout: the split")
+    p.add_argument("--lang", default="en", help="label file extension / MuAViC language (default: en)")
+    p.add_argument("--valid-ids", type=Path, default=None, help="lrs3: AV-HuBERT's lrs3-valid.id")
+    p.add_argument("--lists", type=Path, default=None,
+                   help="lrs2: folder of lrs2_*_transcript_lengths_seg24s.csv (default: <src>/labels)")
+    p.add_argument("--transcripts", type=Path, default=None, help="voxceleb2: tsv of <id> TAB <text>")
+    p.add_argument("--on-bad-sample", choices=("error", "skip"), default="error",
+                   help="a missing/unreadable file or empty transcript stops (default) or is counted and left out")
+
+
+def _run_corpus_manifest(args: argparse.Namespace) -> int:
+    from whisper_flamingo.errors import ConfigError
+    from whisper_flamingo.preparation import corpus_manifests as cm
+
+    if args.layout == "muavic":
+        done = cm.convert_muavic(args.src, args.out / "muavic", args.lang, args.on_bad_sample)
+    else:
+        if args.layout != "lrs2" and (args.audio is None or args.video is None):
+            raise ConfigError(f"--layout {args.layout} needs --audio and --video (the prepared media folders)")
+        if args.layout == "folder":
+            splits = cm.layout_folder(args.src, args.audio, args.video, args.split)
+        elif args.layout == "lrs3":
+            splits = cm.layout_lrs3(args.src, args.audio, args.video, args.valid_ids)
+        elif args.layout == "lrs2":
+            splits = cm.layout_lrs2(args.src, args.lists or args.src / "labels")
+        else:
+            if args.transcripts is None:
+                raise ConfigError("--layout voxceleb2 needs --transcripts (VoxCeleb2 has no transcripts)")
+            splits = cm.layout_voxceleb2(args.audio, args.video, args.transcripts)
+        ext = "wrd" if args.layout == "lrs2" else args.lang
+        done = {s: cm.write_split(args.out, s, utts, ext, args.on_bad_sample) for s, utts in splits.items()}
+    for name, counts in done.items():
+        extra = "".join(f", {k} {v}" for k, v in sorted(counts.items()) if k != "rows")
+        print(f"manifest {name}: {counts['rows']} rows{extra}")  # noqa: T201 - the command's summary
+    return 0
+
+
+def _add_normalize_labels(sub) -> None:
+    p = sub.add_parser("normalize-labels", help="MuAViC/mTEDx label normalisation (the original's notebook)",
+                       description="sacrebleu 13a tokens, punctuation-only tokens dropped, non-word characters "
+                                   "except apostrophes removed, quoted spans unwrapped, lower-cased.")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    p.add_argument("--lang", required=True, help="ar, de, el, es, fr, it, pt, ru or en")
+    p.add_argument("src", type=Path, help="a label file (one utterance a line)")
+    p.add_argument("dst", type=Path, help="the normalised label file")
+
+
+def _run_normalize_labels(args: argparse.Namespace) -> int:
+    from whisper_flamingo.preparation.labels import normalize_line
+
+    lines = args.src.read_text(encoding="utf-8").splitlines()
+    out = [normalize_line(ln, args.lang) for ln in lines]
+    args.dst.parent.mkdir(parents=True, exist_ok=True)
+    args.dst.write_text("".join(ln + "\n" for ln in out), encoding="utf-8")
+    changed = sum(a != b for a, b in zip(lines, out))
+    print(f"normalize-labels: {len(out)} lines, {changed} changed -> {args.dst}")  # noqa: T201
+    return 0
+
+
+def _add_pipeline(sub) -> None:
+    p = sub.add_parser("pipeline", help="raw videos + transcripts -> a training-ready corpus (all steps)",
+                       description="extract-audio, landmarks, crop-mouth and manifest --layout folder on a "
+                                   "folder of videos with <name>.txt transcripts; the result is a muavic_root "
+                                   "for `whisper-flamingo train` / `decode`.")
+    _add_common(p, "the muavic_root: muavic/<lang>/{audio,video}/<split>/..., <split>.tsv, labels")
+    p.add_argument("--lang", default="en", help="language of the transcripts (default: en)")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default: test)")
+    p.add_argument("--detector", choices=("mediapipe", "dlib"), default="mediapipe")
+    p.add_argument("--method", choices=("avhubert", "autoavsr"), default="avhubert",
+                   help="crop pipeline (default: avhubert, centred on the current frame's mouth)")
+    p.add_argument("--mean-face", type=Path, default=None, help="as crop-mouth --mean-face")
+    p.add_argument("--no-face", choices=("error", "resize"), default="error", help="as crop-mouth --no-face")
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    from whisper_flamingo.errors import ConfigError
+
+    if args.src is None:
+        raise ConfigError("prepare pipeline needs --src (a folder of videos with .txt transcripts)")
+    out = args.out
+    base = out / "muavic" / args.lang
+    ns = vars(args).copy()
+    ns.update(out=base / "audio" / args.split, extensions=None)
+    _run_extract_audio(argparse.Namespace(**ns))
+    ns.update(out=out / "landmarks" / args.split, mediapipe_model="mesh", no_cnn_fallback=False,
+              precomputed=False, max_frames=None)
+    _run_landmarks(argparse.Namespace(**ns))
+    ns.update(out=base / "video" / args.split, landmarks=out / "landmarks" / args.split, contact_sheet=True,
+              codec="libx264")
+    _run_crop_mouth(argparse.Namespace(**ns))
+    if args.nshard > 1:
+        print("pipeline: sharded run; when every shard is done, run it once more with --nshard 1 to write "
+              "the manifest")  # noqa: T201
+        return 0
+    from whisper_flamingo.preparation import corpus_manifests as cm
+
+    if args.lang == "en":
+        man_dir, ext, norm = base, "en", False
+    else:
+        man_dir, ext, norm = base / "muavic_normalized", args.lang, True
+    splits = cm.layout_folder(args.src if args.src.is_dir() else args.src.parent, base / "audio" / args.split,
+                              base / "video" / args.split, args.split)
+    utts = splits[args.split]
+    if norm:
+        from whisper_flamingo.preparation.labels import normalize_line
+
+        for u in utts:
+            u.text = normalize_line(u.text, args.lang)
+    counts = cm.write_split(man_dir, args.split, utts, ext, args.on_bad_sample)
+    print(f"pipeline: {counts['rows']} utterances in {man_dir / (args.split + '.tsv')}; muavic_root: "
+          f"{out.resolve()}")  # noqa: T201
+    return 0
+
+
 _STEPS = {
     "extract-audio": _run_extract_audio,
     "landmarks": _run_landmarks,
     "crop-mouth": _run_crop_mouth,
+    "manifest": _run_corpus_manifest,
+    "normalize-labels": _run_normalize_labels,
+    "pipeline": _run_pipeline,
 }
