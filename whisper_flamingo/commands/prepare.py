@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_corpus_manifest(sub)
     _add_normalize_labels(sub)
     _add_pipeline(sub)
+    _add_babble(sub)
+    _add_musan(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -352,7 +354,68 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_babble(sub) -> None:
+    p = sub.add_parser("babble", help="LRS3 or multilingual MuAViC babble noise + its noise lists",
+                       description="lrs3: the mean of 30 random train utterances longer than 15 s (AV-HuBERT); "
+                                   "muavic: 30 such utterances round-robin over the languages (4 each for "
+                                   "en/ar/de, 3 for the others). Writes the wav and {valid,test}.tsv.")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    p.add_argument("--recipe", choices=("lrs3", "muavic"), required=True)
+    p.add_argument("--manifest", nargs="+", required=True, metavar="TSV|LANG=TSV",
+                   help="lrs3: the train manifest; muavic: LANG=TSV per language, in the order en ar de el es "
+                        "fr it pt ru")
+    p.add_argument("--out", type=Path, required=True, help="folder that receives noise/babble/<recipe>/")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed and manifests: same file)")
+
+
+def _run_babble(args: argparse.Namespace) -> int:
+    from whisper_flamingo.errors import ConfigError
+    from whisper_flamingo.preparation.noise_sets import MUAVIC_ORDER, lrs3_babble, muavic_babble
+
+    if args.recipe == "lrs3":
+        if len(args.manifest) != 1 or "=" in args.manifest[0]:
+            raise ConfigError("--recipe lrs3 takes one --manifest (the LRS3 / MuAViC-En train.tsv)")
+        wav = lrs3_babble(Path(args.manifest[0]), args.out, args.seed)
+    else:
+        pairs = [m.split("=", 1) for m in args.manifest]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError("--recipe muavic takes LANG=TSV pairs, e.g. en=muavic/en/train.tsv")
+        pairs.sort(key=lambda p: MUAVIC_ORDER.index(p[0]) if p[0] in MUAVIC_ORDER else len(MUAVIC_ORDER))
+        wav = muavic_babble({lang: Path(t) for lang, t in pairs}, args.out, args.seed)
+    print(f"babble: {wav}; noise lists {wav.parent / 'valid.tsv'} {wav.parent / 'test.tsv'}")  # noqa: T201
+    return 0
+
+
+def _add_musan(sub) -> None:
+    p = sub.add_parser("musan", help="MUSAN cut into 10-s pieces, 80/10/10 splits, babble, training noise list",
+                       description="AV-HuBERT's MUSAN preparation: 10-s pieces (3-11 s kept), seeded 80/10/10 "
+                                   "splits, MUSAN babble (30 speech pieces each), tsv/{babble,music,noise,speech}/"
+                                   "{split}.tsv and tsv/all/train.tsv (4 categories x --per-category entries).")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    p.add_argument("--src", type=Path, required=True, help="the MUSAN root (music/, noise/, speech/; 16 kHz wavs)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (pieces, babble, tsv/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-category", type=int, default=20000, help="entries per category in tsv/all/train.tsv")
+    p.add_argument("--babble", type=int, nargs=3, default=[2000, 200, 200], metavar=("TRAIN", "VALID", "TEST"),
+                   help="MUSAN babble pieces per split (default: 2000 200 200)")
+    p.add_argument("--babble-speakers", type=int, default=30, help="speech pieces per babble piece (default: 30)")
+    p.add_argument("--speech-list", type=Path, default=None,
+                   help="the speech category of tsv/all (e.g. LRS3 speech noise; default: MUSAN speech train)")
+
+
+def _run_musan(args: argparse.Namespace) -> int:
+    from whisper_flamingo.preparation.noise_sets import prepare_musan
+
+    sizes = prepare_musan(args.src, args.out, args.seed, args.per_category,
+                          dict(zip(("train", "valid", "test"), args.babble)), args.speech_list,
+                          args.babble_speakers)
+    print(f"musan: {sizes}; training list {args.out / 'tsv' / 'all' / 'train.tsv'}")  # noqa: T201
+    return 0
+
+
 _STEPS = {
+    "babble": _run_babble,
+    "musan": _run_musan,
     "extract-audio": _run_extract_audio,
     "landmarks": _run_landmarks,
     "crop-mouth": _run_crop_mouth,
