@@ -1,8 +1,10 @@
-"""``whisper-flamingo prepare``: make data sets; ``prepare synthetic`` writes the demo corpus.
+"""``whisper-flamingo prepare``: make data sets; ``prepare synthetic`` writes the demo corpus, the other
+steps turn real videos and corpora into one (README, "Preparing real data").
 
 Example::
 
     whisper-flamingo prepare synthetic --out data/synthetic --train 300 --valid 40 --test 40 --jobs 2
+    whisper-flamingo prepare pipeline --src my_videos --out my_corpus
 """
 
 from __future__ import annotations
