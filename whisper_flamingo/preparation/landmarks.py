@@ -93,8 +93,9 @@ def load_landmarks(path: str | Path) -> Landmarks:
 
 
 def read_frames(path: str | Path, fps: int = FPS, fmt: str = "rgb24") -> Iterator[np.ndarray]:
-    """Decode the first video stream at ``fps`` (each output tick takes the last frame shown at that time,
-    as FFmpeg's ``fps`` filter: frames are repeated or dropped; a 25 fps input is passed through)."""
+    """Decode the first video stream at ``fps``: output frame k is the input frame on screen at time
+    ``k / fps`` (frames are repeated or dropped, as FFmpeg's ``fps`` filter does; an input within 0.05 fps
+    of ``fps`` is passed through frame for frame)."""
     import av
 
     path = Path(path)
@@ -111,7 +112,8 @@ def read_frames(path: str | Path, fps: int = FPS, fmt: str = "rgb24") -> Iterato
         stream = container.streams.video[0]
         rate = float(stream.average_rate or fps)
         passthrough = abs(rate - fps) < 0.05 * fps / 25  # within 0.05 fps of 25: one frame per tick
-        tick, held, n = 0, None, 0
+        tick, held, n, t = 0, None, 0, 0.0
+        eps = 1e-3
         try:
             for frame in container.decode(stream):
                 img = frame.to_ndarray(format=fmt)
@@ -120,12 +122,14 @@ def read_frames(path: str | Path, fps: int = FPS, fmt: str = "rgb24") -> Iterato
                     yield img
                     continue
                 t = float(frame.time) if frame.time is not None else (n - 1) / rate
-                while held is not None and tick / fps < t - 0.5 / fps:
+                while held is not None and tick / fps < t - eps:  # ticks while the held frame is shown
                     yield held
                     tick += 1
                 held = img
-            if not passthrough and held is not None:
-                yield held
+            if not passthrough and held is not None:  # the last frame lasts 1 / rate
+                while tick / fps < t + 1 / rate - eps:
+                    yield held
+                    tick += 1
         except av.error.FFmpegError as err:
             raise DataError(f"video decoding failed part-way ({err}); the file is damaged",
                             reason="truncated", path=path) from None
