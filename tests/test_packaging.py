@@ -51,6 +51,13 @@ def third_party_imports() -> dict[str, dict[str, list[str]]]:
     return found
 
 
+def _providers_by_files(module: str) -> set[str]:
+    """Distributions whose installed files include ``module``'s package (for wheels whose top_level.txt
+    leaves it out, e.g. dlib-bin lists only ``_dlib_pybind11``)."""
+    return {_name(d.metadata["Name"]) for d in importlib.metadata.distributions()
+            if any(f.parts[:2] == (module, "__init__.py") for f in d.files or [])}
+
+
 def test_every_imported_package_is_a_declared_requirement():
     project = _project()
     core = {_name(r) for r in project["dependencies"]}
@@ -61,7 +68,7 @@ def test_every_imported_package_is_a_declared_requirement():
     problems = []
     for kind, allowed in (("top", core), ("local", core | extras)):
         for module, where in sorted(imports[kind].items()):
-            dists = {_name(d) for d in providers.get(module, [])}
+            dists = {_name(d) for d in providers.get(module, [])} or _providers_by_files(module)
             assert dists, f"{module} (imported at {where[0]}) is not installed: cannot tell its distribution"
             if not dists & allowed:
                 problems.append(f"{module} ({'/'.join(sorted(dists))}), imported at {', '.join(where)}: not in "
