@@ -239,7 +239,8 @@ def _add_corpus_manifest(sub) -> None:
                                    "(auto_avsr lists), VoxCeleb2, MuAViC or a plain folder of videos with "
                                    "<name>.txt transcripts.")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
-    p.add_argument("--layout", choices=("lrs3", "lrs2", "muavic", "voxceleb2", "folder"), required=True)
+    p.add_argument("--layout", choices=("lrs3", "lrs2", "muavic", "voxceleb2", "folder"), required=True,
+                   help="how the corpus sits on disk (lrs3, lrs2, muavic, voxceleb2, or a plain folder)")
     p.add_argument("--src", type=Path, required=True,
                    help="the corpus root (lrs3: pretrain/trainval/test; lrs2: auto_avsr's root; muavic: "
                         "MuAViC's muavic/; folder: videos + .txt transcripts; voxceleb2: unused)")
@@ -315,7 +316,8 @@ def _add_pipeline(sub) -> None:
     _add_common(p, "the muavic_root: muavic/<lang>/{audio,video}/<split>/..., <split>.tsv, labels")
     p.add_argument("--lang", default="en", help="language of the transcripts (default: en)")
     p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default: test)")
-    p.add_argument("--detector", choices=("mediapipe", "dlib"), default="mediapipe")
+    p.add_argument("--detector", choices=("mediapipe", "dlib"), default="mediapipe",
+                   help="landmark detector: mediapipe face mesh (tight crops) or dlib (full faces)")
     p.add_argument("--method", choices=("avhubert", "autoavsr"), default="avhubert",
                    help="crop pipeline (default: avhubert, centred on the current frame's mouth)")
     p.add_argument("--mean-face", type=Path, default=None, help="as crop-mouth --mean-face")
@@ -368,7 +370,8 @@ def _add_babble(sub) -> None:
                                    "muavic: 30 such utterances round-robin over the languages (4 each for "
                                    "en/ar/de, 3 for the others). Writes the wav and {valid,test}.tsv.")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
-    p.add_argument("--recipe", choices=("lrs3", "muavic"), required=True)
+    p.add_argument("--recipe", choices=("lrs3", "muavic"), required=True,
+                   help="lrs3: 30 English utterances; muavic: 30 utterances across the 9 languages")
     p.add_argument("--manifest", nargs="+", required=True, metavar="TSV|LANG=TSV",
                    help="lrs3: the train manifest; muavic: LANG=TSV per language, in the order en ar de el es "
                         "fr it pt ru")
@@ -402,7 +405,7 @@ def _add_musan(sub) -> None:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     p.add_argument("--src", type=Path, required=True, help="the MUSAN root (music/, noise/, speech/; 16 kHz wavs)")
     p.add_argument("--out", type=Path, required=True, help="output folder (pieces, babble, tsv/)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed: same pieces and splits)")
     p.add_argument("--per-category", type=int, default=20000, help="entries per category in tsv/all/train.tsv")
     p.add_argument("--babble", type=int, nargs=3, default=[2000, 200, 200], metavar=("TRAIN", "VALID", "TEST"),
                    help="MUSAN babble pieces per split (default: 2000 200 200)")
