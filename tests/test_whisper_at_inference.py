@@ -142,3 +142,41 @@ def test_tag_command_json_lines(tiny_en, tmp_path, capsys, monkeypatch, one_thre
     assert main(["--log-level", "ERROR", "tag", jfk, "--model", "tiny.en", "--at-checkpoint",
                  str(tmp_path / "head.pt"), "--at-time-res", "0.5"]) == 2
     assert "multiple of 0.4" in capsys.readouterr().err
+
+
+def test_decode_writes_tags_and_results_summarise_them(small, tiny_corpus, tmp_path, one_thread):
+    from whisper_flamingo.checkpoints.openai import save_openai_checkpoint
+    from whisper_flamingo.decoding.results import write_results
+    from whisper_flamingo.decoding.runner import DecodeSettings, run_decode
+
+    model, head = small
+    torch.manual_seed(0)
+    state = {k: (torch.randn_like(v) * (1.0 if "token_embedding" in k else 0.3) if v.ndim > 1 and "positional" not in k
+                 else v) for k, v in model.state_dict().items()}  # hypotheses that differ between utterances
+    ckpt = save_openai_checkpoint(tmp_path / "small.pt", model.dims, state)
+    save_tltr(head, tmp_path / "head.pt")
+
+    def settings(out: str, **kw) -> DecodeSettings:
+        return DecodeSettings(langs=["en"], model_type="tiny", checkpoint_path=str(ckpt), muavic_root=str(tiny_corpus),
+                              noise_snrs=[0.0, 1000.0], noise_fns=[str(tiny_corpus / "noise" / "test.tsv")],
+                              decode_path=str(tmp_path / out), batch_bins=24000, device="cpu",
+                              search=SearchOptions(max_new_tokens=4), **kw)
+
+    run_decode(settings("plain"))
+    run_decode(settings("tagged", at_checkpoint=str(tmp_path / "head.pt"), at_time_res=2))
+    files = {out: sorted((tmp_path / out).rglob("utterances.jsonl")) for out in ("plain", "tagged")}
+    assert len(files["plain"]) == len(files["tagged"]) == 2
+    for a, b in zip(files["plain"], files["tagged"]):
+        rows_a = sorted((json.loads(x) for x in a.read_text().splitlines()), key=lambda r: r["index"])
+        rows_b = sorted((json.loads(x) for x in b.read_text().splitlines()), key=lambda r: r["index"])
+        assert [r["hyp"] for r in rows_a] == [r["hyp"] for r in rows_b]  # the same transcripts
+        assert len({r["hyp"] for r in rows_a}) > 1  # real, varied hypotheses
+        for r in rows_b:
+            assert len(r["audio_tags"]) == math.ceil(round(r["audio_seconds"] * 100) / 200)
+            assert all(len(s["tags"]) == 5 for s in r["audio_tags"])
+        assert all("audio_tags" not in r for r in rows_a)
+    res = write_results([tmp_path / "tagged"], tmp_path / "results")
+    assert "Sound tags (Whisper-AT)" in res["markdown"] and (tmp_path / "results" / "tags.csv").is_file()
+    lines = (tmp_path / "results" / "tags.csv").read_text().splitlines()
+    assert len(lines) == 3  # header + clean + 0 dB
+    assert "Sound tags" not in write_results([tmp_path / "plain"], tmp_path / "r2")["markdown"]
