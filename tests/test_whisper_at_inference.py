@@ -180,3 +180,20 @@ def test_decode_writes_tags_and_results_summarise_them(small, tiny_corpus, tmp_p
     lines = (tmp_path / "results" / "tags.csv").read_text().splitlines()
     assert len(lines) == 3  # header + clean + 0 dB
     assert "Sound tags" not in write_results([tmp_path / "plain"], tmp_path / "r2")["markdown"]
+
+
+def test_multilingual_model_detects_the_language(one_thread):
+    from whisper.tokenizer import get_tokenizer
+
+    torch.manual_seed(0)
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=51865, n_text_ctx=448, n_text_state=32, n_text_head=2, n_text_layer=1)
+    model = Whisper(dims).eval()
+    de = get_tokenizer(True, num_languages=model.num_languages).to_language_token("de")
+    with torch.no_grad():
+        model.decoder.ln.weight.zero_()  # the decoder's output is now ln.bias whatever the input ...
+        model.decoder.ln.bias.copy_(torch.randn(32))
+        model.decoder.token_embedding.weight[de] = 10 * model.decoder.ln.bias  # ... which prefers <|de|>
+    out = transcribe(model, np.zeros(16000, dtype=np.float32), options=FAST)
+    assert out["language"] == "de"
+    assert transcribe(model, np.zeros(16000, dtype=np.float32), language="fr", options=FAST)["language"] == "fr"
