@@ -197,3 +197,24 @@ def test_multilingual_model_detects_the_language(one_thread):
     out = transcribe(model, np.zeros(16000, dtype=np.float32), options=FAST)
     assert out["language"] == "de"
     assert transcribe(model, np.zeros(16000, dtype=np.float32), language="fr", options=FAST)["language"] == "fr"
+
+
+def test_tag_command_takes_whisper_from_a_released_file(small, tmp_path, capsys, one_thread):
+    """Without --model, the Whisper weights next to the head in a released file transcribe."""
+    from whisper_flamingo.cli import main
+
+    need((SHARED / "jfk.flac").is_file(), f"{SHARED / 'jfk.flac'} (real test audio)")
+    from whisper.tokenizer import get_tokenizer
+
+    model, head = small
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["decoder.ln.weight"].zero_()  # the decoder's output is ln.bias, which prefers end-of-text: short decodes
+    state["decoder.ln.bias"] = torch.randn(32)
+    state["decoder.token_embedding.weight"][get_tokenizer(False).eot] = 10 * state["decoder.ln.bias"]
+    merged = {**state, **{f"at_model.{k}": v for k, v in head.state_dict().items()}}
+    torch.save({"dims": vars(model.dims), "model_state_dict": merged}, tmp_path / "released.pt")
+    assert main(["--log-level", "ERROR", "tag", str(SHARED / "jfk.flac"), "--at-checkpoint",
+                 str(tmp_path / "released.pt"), "--at-time-res", "4.4", "--top-k", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{SHARED / 'jfk.flac'} [en]:") and len(out) == 4  # 11 s / 4.4 s: 3 segments
+    assert out[3].split()[0] == "8.8-" and out[3].count("(") == 2

@@ -253,8 +253,8 @@ def _size_config(size: str, **extra: int | str) -> dict[str, int | str]:
 
 
 def _release(size: str, low: bool) -> str:
-    return (f"download: Whisper-AT release '{size}_{'low' if low else 'ori'}' (at_model. keys merged with the "
-            f"Whisper weights); load with TLTR.from_checkpoint(PATH)")
+    return (f"Whisper-AT release file '{size}_{'low' if low else 'ori'}' (fetch it yourself; nothing is downloaded): "
+            "TLTR.from_checkpoint(PATH)")
 
 
 for _size in _RELEASED:
