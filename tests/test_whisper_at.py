@@ -11,7 +11,7 @@ from needs import need
 from whisper_flamingo.checkpoints.whisper_at import load_released, released_whisper_part, save_tltr
 from whisper_flamingo.errors import CheckpointError
 from whisper_flamingo.models.registry import create, list_models, model_info
-from whisper_flamingo.models.whisper import Whisper, whisper_dims
+from whisper_flamingo.models.whisper import ModelDimensions, Whisper
 from whisper_flamingo.models.whisper_at import TLTR, parse_mode, window_steps
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tagging_reference" / "whisper_at"
@@ -84,7 +84,8 @@ def test_training_and_released_layouts_load_strictly(tmp_path):
     train = TLTR.from_checkpoint(tmp_path / "train.pth")
     assert train.cfg == ref.cfg and not train.training
     # released form: at_model. keys merged into a tiny Whisper checkpoint
-    dims = whisper_dims("tiny.en")
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=16, n_audio_state=384, n_audio_head=6, n_audio_layer=4,
+                           n_vocab=100, n_text_ctx=8, n_text_state=64, n_text_head=2, n_text_layer=1)  # small, fast
     whisper = Whisper(dims)
     merged = {**whisper.state_dict(), **{f"at_model.{k}": v for k, v in head_sd.items()}}
     torch.save({"dims": vars(dims), "model_state_dict": merged}, tmp_path / "released.pt")
