@@ -61,7 +61,7 @@ def test_audio_tag_shapes(small, seconds, res, rows, one_thread):
     assert {"text", "segments", "language"} <= set(out)
 
 
-def test_rows_are_aligned_to_the_audio(small, one_thread):
+def test_rows_are_aligned_to_the_audio(small, tmp_path, one_thread):
     """Row i is tagged from seconds [i r, (i + 1) r), also across a 30-s window boundary."""
     model, head = small
     audio = np.random.default_rng(1).uniform(-0.3, 0.3, 45 * 16000).astype(np.float32)
@@ -76,6 +76,8 @@ def test_rows_are_aligned_to_the_audio(small, one_thread):
         assert torch.allclose(crossing[6], head(line[None, :, 66:77])[0], atol=1e-5)  # 26.4-30.8 s
     with pytest.raises(ValueError, match="multiple of 0.4"):
         transcribe(model, audio, at_head=head, at_time_res=0.5, options=FAST)
+    path = save_tltr(head, Path(tmp_path) / "head.pt")  # a checkpoint path works as the head too
+    assert torch.equal(transcribe(model, audio, at_head=path, at_time_res=10, options=FAST)["audio_tag"], out)
 
 
 def test_parse_at_label_on_a_hand_made_result(caplog):

@@ -88,18 +88,21 @@ def detect_language(model, audio_features: Tensor) -> str:
 
 
 @torch.no_grad()
-def transcribe(model, audio: str | os.PathLike | np.ndarray | Tensor, *, at_head: TLTR | None = None,
-               at_time_res: float = 10, language: str | None = None, task: str = "transcribe",
-               options: SearchOptions | None = None, batch_size: int = 4) -> dict[str, Any]:
+def transcribe(model, audio: str | os.PathLike | np.ndarray | Tensor, *,
+               at_head: TLTR | str | os.PathLike | None = None, at_time_res: float = 10,
+               language: str | None = None, task: str = "transcribe", options: SearchOptions | None = None,
+               batch_size: int = 4) -> dict[str, Any]:
     """Transcribe ``audio`` (a path, or 16-kHz float samples in [-1, 1]) with an audio-only Whisper.
 
     Returns Whisper's usual ``{"text", "segments", "language"}`` (one segment per 30-s window:
     ``id``, ``seek`` (mel frame), ``start``, ``end``, ``text``, ``tokens``, ``avg_logprob``); with
     ``at_head`` also ``at_time_res`` and ``audio_tag``, a float32 CPU tensor of logits
     ``[ceil(duration / at_time_res), 527]`` from the same encoder pass (``at_time_res`` seconds: a
-    multiple of 0.4, checked in whole 10-ms frames).  ``language=None`` detects it from the first
-    window (a multilingual model) or is ``en``.
+    multiple of 0.4, checked in whole 10-ms frames; ``at_head`` may also be a checkpoint path).
+    ``language=None`` detects it from the first window (a multilingual model) or is ``en``.
     """
+    if isinstance(at_head, (str, os.PathLike)):
+        at_head = TLTR.from_checkpoint(at_head).to(model.device)
     steps = window_steps(at_time_res) if at_head is not None else 0
     if at_head is not None and round(float(at_time_res) * 100) != 1000:
         log.warning("at_time_res=%s: Whisper-AT heads were trained on 10-s clips; other resolutions may tag worse",
