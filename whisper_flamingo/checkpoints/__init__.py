@@ -51,6 +51,7 @@ from whisper_flamingo.checkpoints.openai import (
     read_state_dict_file,
     save_openai_checkpoint,
 )
+from whisper_flamingo.checkpoints.whisper_at import load_released, load_tltr, released_whisper_part, save_tltr
 
 __all__ = [
     # io: the one reader, strict loader and prefix stripper
@@ -65,4 +66,6 @@ __all__ = [
     "load_avhubert", "load_avhubert_state", "load_avhubert_from_whisper_flamingo", "load_resencoder",
     "load_whisper_flamingo", "load_whisper_flamingo_state", "infer_layout", "is_whisper_flamingo_state",
     "build_whisper_flamingo", "build_stage2_model", "load_stage2_checkpoint",
+    # Whisper-AT
+    "load_tltr", "load_released", "released_whisper_part", "save_tltr",
 ]
