@@ -19,6 +19,11 @@ from typing import Any
 
 from whisper_flamingo.errors import ConfigError
 
+EXAMPLES = """examples:
+  whisper-flamingo tag ../shared/data/jfk.flac --model tiny.en --at-checkpoint at_head.pt
+  whisper-flamingo tag talk.mp4 --at-checkpoint large-v1_ori.pth --model large-v1 --at-time-res 2 --json
+"""
+
 #: a tagger: audio/video path -> {"text", "language", "segments": [{"start", "end", "tags"}]}
 Tagger = Callable[[Path], dict[str, Any]]
 
@@ -39,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="language of the speech (default: detected; English-only models: en); tags are "
                              "named in it")
     parser.add_argument("--beam-size", type=int, default=1, help="beam size of the transcription (default: 1)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ... "
+                        "(default: auto)")
     parser.add_argument("--json", action="store_true", help="print JSON Lines, one object per file")
 
 
@@ -60,7 +66,7 @@ def whisper_at_tagger(args: argparse.Namespace) -> Tagger:
         window_steps(args.at_time_res)
     except ValueError as err:
         raise ConfigError(f"--at-time-res: {err}") from None
-    device = pick_device(args.device)
+    device = pick_device(None if args.device == "auto" else args.device)
     if args.model is None:
         model, head = load_released(args.at_checkpoint)
     else:
