@@ -34,6 +34,7 @@ NON_DEFAULT: dict[str, list[str]] = {
     "split": ["--split", "valid"], "batch_bins": ["--batch-bins", "1000"], "max_utterances": ["--max-utterances", "3"],
     "seed": ["--seed", "7"], "num_workers": ["--num-workers", "2"], "on_bad_sample": ["--on-bad-sample", "skip"],
     "overwrite": ["--overwrite"], "device": ["--device", "cpu"], "patience": ["--patience", "2"],
+    "at_checkpoint": ["--at-checkpoint", "head.pt"], "at_time_res": ["--at-time-res", "4.4"],
     "length_penalty": ["--length-penalty", "0.5"], "max_new_tokens": ["--max-new-tokens", "100"],
     "runaway_guard": ["--runaway-guard"], "tokens_per_second": ["--tokens-per-second", "10"],
     "loop_repeats": ["--loop-repeats", "3"], "long_form": ["--long-form", "window"],

@@ -53,6 +53,7 @@ from whisper_flamingo.checkpoints.openai import (
     read_state_dict_file,
     save_openai_checkpoint,
 )
+from whisper_flamingo.checkpoints.whisper_at import load_released, load_tltr, released_whisper_part, save_tltr
 
 __all__ = [
     # io: the one reader, strict loader and prefix stripper
@@ -69,4 +70,6 @@ __all__ = [
     "build_whisper_flamingo", "build_stage2_model", "load_stage2_checkpoint",
     # AST
     "load_ast", "ast_from_deit", "save_ast_hf_dir", "save_ast_released",
+    # Whisper-AT
+    "load_tltr", "load_released", "released_whisper_part", "save_tltr",
 ]

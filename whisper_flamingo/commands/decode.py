@@ -124,6 +124,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--overwrite", action="store_true", help="decode again instead of resuming")
     n.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ... "
                                                      "(default: auto)")
+    t = parser.add_argument_group("sound tags (Whisper-AT)")
+    t.add_argument("--at-checkpoint", default=None,
+                   help="a Whisper-AT head: each utterance's JSONL record gets audio_tags (top 5 per segment)")
+    t.add_argument("--at-time-res", type=float, default=10.0,
+                   help="seconds per tag segment, a multiple of 0.4 (default: 10)")
     s = parser.add_argument_group("search")
     s.add_argument("--patience", type=float, default=None, help="beam patience (default: 1.0)")
     s.add_argument("--length-penalty", type=float, default=None,
@@ -214,7 +219,8 @@ def settings_from_args(args: argparse.Namespace):
         num_workers=args.num_workers, on_bad_sample=args.on_bad_sample, overwrite=args.overwrite,
         device=args.device, search=search, av_fusion=args.av_fusion,
         use_av_hubert_encoder=None if args.use_av_hubert_encoder is None else bool(args.use_av_hubert_encoder),
-        av_hubert_ckpt=args.av_hubert_ckpt, long_form=args.long_form)
+        av_hubert_ckpt=args.av_hubert_ckpt, long_form=args.long_form, at_checkpoint=args.at_checkpoint,
+        at_time_res=args.at_time_res)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -348,6 +348,61 @@ def plot_snr(entries: Sequence[Entry], out_dir: str | Path) -> list[Path]:
     return paths
 
 
+def _tag_counts(entries: Sequence[Entry]) -> tuple[dict[tuple, dict[str, int]], dict[tuple, int]]:
+    """Top-tag counts per condition ``(setup, lang, modality, condition, snr)`` from the utterance
+    records of decodes run with ``--at-checkpoint``, and the number of tag segments per condition."""
+    counts: dict[tuple, dict[str, int]] = {}
+    totals: dict[tuple, int] = {}
+    for e in entries:
+        path = Path(e.path) / "utterances.jsonl"
+        if not path.is_file():
+            continue
+        key = (e.setup, e.lang, e.modality, noise_label(e.noise, e.snr), e.snr)
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                segments = json.loads(line).get("audio_tags")
+            except json.JSONDecodeError:
+                continue  # a torn last line of an interrupted run
+            for seg in segments or []:
+                if seg.get("tags"):
+                    name = seg["tags"][0][0]
+                    counts.setdefault(key, defaultdict(int))[name] += 1
+                    totals[key] = totals.get(key, 0) + 1
+    return counts, totals
+
+
+def tag_csv(entries: Sequence[Entry]) -> str:
+    """Tag frequencies as one tidy CSV: a row per setup x language x modality x condition x top tag."""
+    counts, totals = _tag_counts(entries)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["setup", "lang", "modality", "condition", "snr", "tag", "segments", "share_pct"])
+    for key in sorted(counts, key=lambda k: (k[0], _lang_key(k[1]), k[2], k[3], -k[4])):
+        for name, n in sorted(counts[key].items(), key=lambda kv: (-kv[1], kv[0])):
+            w.writerow([*key[:4], key[4], name, n, f"{100.0 * n / totals[key]:.1f}"])
+    return buf.getvalue()
+
+
+def tag_tables(entries: Sequence[Entry], top: int = 5) -> list[Table]:
+    """Whisper-AT tag frequencies per condition (decodes run with ``--at-checkpoint``): for each condition,
+    the share (%) of tag segments whose top tag is each of the ``top`` most frequent top tags overall
+    (how tags shift with SNR is one of the Whisper-AT paper's findings)."""
+    counts, totals = _tag_counts(entries)
+    tables = []
+    for setup in sorted({k[0] for k in counts}):
+        keys = sorted((k for k in counts if k[0] == setup), key=lambda k: (_lang_key(k[1]), k[2], k[3], -k[4]))
+        overall: dict[str, int] = defaultdict(int)
+        for k in keys:
+            for name, n in counts[k].items():
+                overall[name] += n
+        names = sorted(overall, key=lambda n: (-overall[n], n))[:top]
+        rows = [[k[1], MODALITY_NAMES.get(k[2], k[2]), k[3], totals[k],
+                 *(100.0 * counts[k].get(n, 0) / totals[k] for n in names)] for k in keys]
+        tables.append(Table(f"Top tags (% of segments) · {_setup_title(setup)}",
+                            ["lang", "modality", "condition", "segments", *names], rows))
+    return tables
+
+
 def write_results(dirs: Sequence[str | Path], out: str | Path, decimals: int = 2,
                   normalizer: str | None = None) -> dict:
     """Tables and plots for ``dirs`` into ``out``; returns ``{"markdown", "files", "entries"}``."""
@@ -365,5 +420,11 @@ def write_results(dirs: Sequence[str | Path], out: str | Path, decimals: int = 2
     files = [out / "results.md", out / "results.csv"]
     files[0].write_text(md, encoding="utf-8")
     files[1].write_text(tidy_csv(entries, decimals), encoding="utf-8")
+    tags = tag_tables(entries)
+    if tags:
+        md += "\n## Sound tags (Whisper-AT)\n\n" + "\n".join(t.markdown(1) for t in tags)
+        files[0].write_text(md, encoding="utf-8")
+        files.append(out / "tags.csv")
+        files[-1].write_text(tag_csv(entries), encoding="utf-8")
     files += plot_snr(entries, out / "plots")
     return {"markdown": md, "files": files, "entries": entries}

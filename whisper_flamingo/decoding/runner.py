@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import sys
 import time
@@ -91,6 +92,9 @@ class DecodeSettings:
     #: utterances over 30 s: "off" (the first 30 s are decoded, the row flagged ``over_30s``) or
     #: "window" (decoded in windows of at most 30 s, texts joined; see decoding/longform.py)
     long_form: str = "off"
+    # Whisper-AT: a TL-TR head tags every utterance from the same encoder pass (audio-only Whisper only)
+    at_checkpoint: str | None = None
+    at_time_res: float = 10.0
 
     @property
     def model_id(self) -> str:
@@ -266,7 +270,9 @@ def _run_key(settings: DecodeSettings, info: dict, cond: Condition) -> dict:
             "task": settings.task, "normalizer": settings.normalizer, "seed": settings.seed,
             "noise_list": cond.noise_fn, "snr": cond.snr, "batch_bins": settings.batch_bins,
             "max_utterances": settings.max_utterances, "search": dataclasses.asdict(settings.search),
-            **({"long_form": settings.long_form} if settings.long_form != "off" else {})}
+            **({"long_form": settings.long_form} if settings.long_form != "off" else {}),
+            **({"at_checkpoint_sha256": file_sha256(settings.at_checkpoint), "at_time_res": settings.at_time_res}
+               if settings.at_checkpoint else {})}
 
 
 def _batches(lengths: Sequence[int], batch_bins: int) -> list[list[int]]:
@@ -287,12 +293,58 @@ def _decode(model, batch: dict, tok, options: SearchOptions, seconds: list[float
                         mel_frames=batch["mel_frames"], video=video, padding_mask=mask, modality=modality)
 
 
+def load_at_head(settings: DecodeSettings, model, device: torch.device):
+    """The Whisper-AT head of ``--at-checkpoint`` (None without one), checked against the model and flags."""
+    if not settings.at_checkpoint:
+        return None
+    from whisper_flamingo.checkpoints.whisper_at import load_tltr
+    from whisper_flamingo.models.whisper_at import window_steps
+
+    try:
+        window_steps(settings.at_time_res)
+    except ValueError as err:
+        raise ConfigError(f"--at-time-res: {err}") from None
+    if model.video_encoder_kind is not None or settings.audio_visual:
+        raise ConfigError("--at-checkpoint: Whisper-AT tags come from an audio-only Whisper (--modalities asr, "
+                          "no Whisper-Flamingo checkpoint)")
+    head = load_tltr(settings.at_checkpoint)
+    if head.cfg.rep_dim != model.dims.n_audio_state:
+        raise ConfigError(f"--at-checkpoint {settings.at_checkpoint}: the head reads width-{head.cfg.rep_dim} "
+                          f"features but the model has width {model.dims.n_audio_state}; pick the matching size")
+    return head.to(device)
+
+
+def _decode_tagged(model, head, batch: dict, tok, options: SearchOptions, seconds: list[float],
+                   device: torch.device, at_time_res: float) -> tuple[list, list[list[dict]]]:
+    """Hypotheses and Whisper-AT tag segments (top 5 per segment, English names) from one encoder pass."""
+    from whisper_flamingo.decoding.search import autocast_for
+    from whisper_flamingo.decoding.tags import tag_segments
+    from whisper_flamingo.models.whisper_at import STEP_FRAMES, pool_layers, window_steps
+
+    mel, frames = batch["mel"].to(device), batch["mel_frames"]
+    with torch.no_grad(), autocast_for(device, options.precision):
+        features, layers = model.embed_audio_layers(mel, frames)
+        xa_valid = model.audio_valid(features, frames)
+        hyps = decode_batch(model, None, batch["prompts"], tok, options, audio_features=features,
+                            audio_seconds=seconds, xa_valid=xa_valid)
+        pooled = pool_layers(layers.float())
+        steps = window_steps(at_time_res)
+        tags = []
+        for b, sec in enumerate(seconds):
+            rows = max(1, math.ceil(round(sec * 100) / (steps * STEP_FRAMES)))
+            logits = head.tag_windows(pooled[b, :, : rows * steps], at_time_res).float().cpu()
+            tags.append(tag_segments({"audio_tag": logits, "at_time_res": at_time_res, "language": "en"},
+                                     top_k=5, p_threshold=-math.inf))
+    return hyps, tags
+
+
 def decode_condition(model, records: Sequence, cond: Condition, settings: DecodeSettings, info: dict,
-                     device: torch.device, after_batch: AfterBatch | None = None) -> dict:
+                     device: torch.device, after_batch: AfterBatch | None = None, at_head=None) -> dict:
     """Decode one condition (resuming when its JSONL exists) and write its outputs.
 
     ``after_batch(n)`` is called once the ``n``-th batch of the condition is written (tests use it to
-    interrupt a run)."""
+    interrupt a run).  ``at_head`` (a Whisper-AT head): each record also gets ``audio_tags``, the top 5
+    AudioSet tags of every ``settings.at_time_res``-second segment, from the same encoder pass."""
     from torch.utils.data import DataLoader
 
     from whisper_flamingo.data.dataset import Collator, SpeechDataset, TokenizerFactory
@@ -342,7 +394,12 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
                 if batch["mel"].shape[0]:
                     recs = [records[by_id[uid]] for uid in batch["ids"]]
                     seconds = [r.n_samples / 16000 for r in recs]
-                    hyps = _decode(model, batch, tok, options, seconds, cond.modality, device)
+                    tags: list = [None] * len(recs)
+                    if at_head is None:
+                        hyps = _decode(model, batch, tok, options, seconds, cond.modality, device)
+                    else:
+                        hyps, tags = _decode_tagged(model, at_head, batch, tok, options, seconds, device,
+                                                    settings.at_time_res)
                     new = [j for j, r in enumerate(recs) if r.id not in done]
                     for j in new:
                         if recs[j].id not in long_ids:
@@ -362,6 +419,8 @@ def decode_condition(model, records: Sequence, cond: Condition, settings: Decode
                                "snr": cond.snr, "modality": cond.modality, "noise": cond.noise_name, **c,
                                "flags": sorted(h.flags), "audio_seconds": round(seconds[j], 4),
                                "avg_logprob": round(h.avg_logprob, 6), "n_tokens": len(h.tokens)}
+                        if tags[j] is not None:
+                            obj["audio_tags"] = tags[j]
                         writer.write(obj)
                         done[r.id] = obj
                         audio_s += seconds[j]
@@ -428,8 +487,9 @@ def run_decode(settings: DecodeSettings, after_batch: AfterBatch | None = None) 
                             cond.lang, n_long)
     model, info = load_model(settings, device)
     check_video_flags(settings, model)
+    at_head = load_at_head(settings, model, device)
     summaries = []
     for cond in conds:
         summaries.append(decode_condition(model, records_by_lang[cond.lang], cond, settings, info, device,
-                                          after_batch))
+                                          after_batch, at_head=at_head))
     return summaries

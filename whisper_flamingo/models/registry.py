@@ -49,6 +49,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "whisper_flamingo.models.sat",
     "whisper_flamingo.models.sat_mae",
     "whisper_flamingo.models.ast",
+    "whisper_flamingo.models.whisper_at",
 )
 
 Builder = Callable[..., nn.Module]
