@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader
 
 from whisper_flamingo.config import Config
 from whisper_flamingo.data.dataset import Collator, SpeechDataset, TokenizerFactory
-from whisper_flamingo.data.manifest import Record, SplitData, check_records, load_split, resolve_selection
+from whisper_flamingo.data.manifest import Record, SplitData, load_split, resolve_selection
 from whisper_flamingo.data.noise import NoiseBank
 from whisper_flamingo.data.sampler import LengthBatchSampler, batch_bins_from_config
 from whisper_flamingo.data.video import resolve_video_path, video_feature_path
@@ -260,8 +260,8 @@ class MuavicDataModule(L.LightningDataModule):
                 logger.warning("English-only model with non-English data %s: the prompt carries no "
                                "language token", others)
         for split in ("train", "valid", "test"):
-            data = load_split(cfg, split, on_bad_sample=policy)
-            kept, counts = check_records(data.records, policy, desc=f"checking {split} audio")
+            data = load_split(cfg, split, on_bad_sample=policy, need_video=self.load_video, probe=True)
+            kept, counts = data.records, Counter()
             if self.load_video:
                 kept, video_counts = check_video_records(kept, policy, self.video_feature_dir,
                                                          desc=f"checking {split} video")
