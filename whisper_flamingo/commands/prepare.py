@@ -1,8 +1,10 @@
-"""``whisper-flamingo prepare``: make data sets; ``prepare synthetic`` writes the demo corpus.
+"""``whisper-flamingo prepare``: make data sets; ``prepare synthetic`` writes the demo corpus, ``prepare
+manifest`` a manifest from a folder of audio files with transcripts.
 
-Example::
+Examples::
 
     whisper-flamingo prepare synthetic --out data/synthetic --train 300 --valid 40 --test 40 --jobs 2
+    whisper-flamingo prepare manifest my_recordings/train --out data/mine --split train --lang en
 """
 
 from __future__ import annotations
@@ -43,12 +45,52 @@ def _add_synthetic(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_manifest(sub) -> None:
+    p = sub.add_parser(
+        "manifest", help="write a MuAViC-format manifest from a folder of audio files with transcripts",
+        description="Write <out>/muavic/<lang>/<split>.tsv and its label file (other languages: "
+                    "<out>/muavic/<lang>/muavic_normalized/) from a folder of audio files, each with a "
+                    "<name>.txt transcript next to it or one --transcripts TSV.  Rows are audio-only "
+                    "(video '-', 0 frames: stage 1) with the 16 kHz sample count.  Then train with "
+                    "muavic_root=<out> lang=<lang>.",
+        epilog="examples:\n  whisper-flamingo prepare manifest rec/train --out data/mine --split train\n"
+               "  whisper-flamingo prepare manifest rec/valid --out data/mine --split valid "
+               "--transcripts rec/valid.tsv",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("audio_dir", type=Path, help="folder of audio files (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, help="dataset root: the muavic_root of the config")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="train", help="split (default: train)")
+    p.add_argument("--lang", default="en", help="language code of the transcripts (default: en)")
+    p.add_argument("--transcripts", type=Path, default=None,
+                   help="one TSV of <name><TAB><transcript> lines (name: the audio path relative to AUDIO_DIR, "
+                        "with or without extension) instead of <name>.txt files")
+    p.add_argument("--on-bad-sample", choices=("error", "skip"), default="error",
+                   help="a file without transcript or with unreadable audio: stop (error, default) or leave "
+                        "it out and count it (skip)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing manifest of this split")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
     _add_synthetic(sub)
+    _add_manifest(sub)
+
+
+def run_manifest(args: argparse.Namespace) -> int:
+    from whisper_flamingo.preparation.manifest import manifest_from_folder
+
+    info = manifest_from_folder(args.audio_dir, args.out, split=args.split, lang=args.lang,
+                                transcripts=args.transcripts, on_bad_sample=args.on_bad_sample,
+                                overwrite=args.overwrite)
+    skipped = f"; left out {dict(info.skipped)}" if info.skipped else ""
+    print(f"{info.rows} rows ({info.seconds / 3600:.2f} h) written to {info.tsv} and {info.labels}{skipped}\n"  # noqa: T201
+          f"  train with: muavic_root={Path(args.out).resolve()} lang={args.lang}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.what == "manifest":
+        return run_manifest(args)
     if args.what != "synthetic":  # pragma: no cover - argparse restricts the choices
         raise SystemExit(f"unknown prepare target {args.what}")
     from whisper_flamingo.errors import ConfigError

@@ -194,7 +194,8 @@ def build_callbacks(cfg: Config) -> list[Callback]:
     drops out of the top k is deleted.
     """
     ckpt_dir = cfg.checkpoint_dir
-    if cfg.monitor.rsplit("/", 1)[-1] in ("wer", "cer") and not cfg.val_decode:
+    validates = cfg.validate_every_n_batches <= cfg.num_train_steps
+    if cfg.monitor.rsplit("/", 1)[-1] in ("wer", "cer") and not cfg.val_decode and validates:
         raise ConfigError(f"key 'monitor' is {cfg.monitor!r}, but WER/CER are computed only with val_decode: "
                           "true; set val_decode=true or monitor a loss/acc metric (e.g. val/acc)")
     last = LastCheckpoint(ckpt_dir / LAST, cfg.checkpoint_every_n_steps)
