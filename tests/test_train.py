@@ -120,7 +120,12 @@ def test_sigterm_saves_last_ckpt_and_exits_with_one_line(setup):
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()[1][-3000:]
     os.killpg(proc.pid, signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("training did not stop within 120 s of SIGTERM")
     assert proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err and "DataLoader worker" not in err, err[-3000:]
     line = err.strip().splitlines()[-1]
