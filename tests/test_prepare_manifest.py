@@ -14,7 +14,7 @@ from corpus_utils import tiny_config
 
 from whisper_flamingo.data.manifest import check_records, load_split
 from whisper_flamingo.errors import ConfigError, DataError
-from whisper_flamingo.preparation.manifest import manifest_from_folder
+from whisper_flamingo.preparation.manifest import manifest_from_folder, muavic_root_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_prepare_manifest_from_txt_files_reads_back(tmp_path):
     (rec / "spk" / "b.txt").write_text("second\nline\n")
     out = tmp_path / "data"
     for split in ("train", "valid", "test"):
-        info = manifest_from_folder(rec, out, split=split)
+        info = manifest_from_folder(rec, out / "muavic/en", split=split)
         assert info.rows == 2 and info.tsv == out / f"muavic/en/{split}.tsv"
     lines = (out / "muavic/en/train.tsv").read_text().splitlines()
     assert lines == [str(rec.resolve()), "a\t-\ta.wav\t0\t16000", "spk/b\t-\tspk/b.flac\t0\t32000"]
@@ -78,7 +78,7 @@ def test_prepare_manifest_from_txt_files_reads_back(tmp_path):
     assert [(r.id, r.text, r.n_samples) for r in data.records] == [("a", "hello world", 16000),
                                                                     ("spk/b", "second line", 32000)]
     with pytest.raises(ConfigError, match="--overwrite"):
-        manifest_from_folder(rec, out, split="train")
+        manifest_from_folder(rec, out / "muavic/en", split="train")
 
 
 def test_prepare_manifest_transcript_tsv_language_and_bad_files(tmp_path):
@@ -88,27 +88,28 @@ def test_prepare_manifest_transcript_tsv_language_and_bad_files(tmp_path):
     (rec / "x3.wav").write_bytes(b"not audio")
     table = tmp_path / "t.tsv"
     table.write_text("x1.wav\thola mundo\nx3\tmal\n\n")
-    out = tmp_path / "data"
+    out = tmp_path / "data/muavic/es/muavic_normalized"
     with pytest.raises(DataError, match="no transcript for x2.wav") as exc:
         manifest_from_folder(rec, out, lang="es", transcripts=table)
     assert "--on-bad-sample skip" in str(exc.value)
     info = manifest_from_folder(rec, out, lang="es", transcripts=table, on_bad_sample="skip")
     assert info.rows == 1 and info.skipped == {"missing_transcript": 1, "unreadable": 1}
-    assert info.tsv == out / "muavic/es/muavic_normalized/train.tsv"
-    assert (out / "muavic/es/muavic_normalized/train.es").read_text() == "hola mundo\n"
+    assert info.tsv == out / "train.tsv" and muavic_root_of(out, "train", "es") == tmp_path / "data"
+    assert (out / "train.es").read_text() == "hola mundo\n"
 
 
 def test_prepare_manifest_command(tmp_path):
     rec = tmp_path / "rec"
     _tone(rec / "u.wav", 1600)
     (rec / "u.txt").write_text("one\n")
-    out = subprocess.run([sys.executable, "-m", "whisper_flamingo.cli", "prepare", "manifest", str(rec), "--out",
-                          str(tmp_path / "d"), "--split", "valid"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-m", "whisper_flamingo.cli", "prepare", "manifest", "--layout", "audio",
+                          "--src", str(rec), "--out", str(tmp_path / "d/muavic/en"), "--split", "valid"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert f"1 rows (0.00 h) written to {tmp_path / 'd/muavic/en/valid.tsv'}" in out.stdout
     assert f"muavic_root={tmp_path / 'd'} lang=en" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "whisper_flamingo.cli", "prepare", "manifest", str(tmp_path / "no"),
-                          "--out", str(tmp_path / "d")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    bad = subprocess.run([sys.executable, "-m", "whisper_flamingo.cli", "prepare", "manifest", "--layout", "audio",
+                          "--src", str(tmp_path / "no"), "--out", str(tmp_path / "d")], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'no'}: audio folder does not exist"]

@@ -4,7 +4,7 @@ manifest`` a manifest from a folder of audio files with transcripts.
 Examples::
 
     whisper-flamingo prepare synthetic --out data/synthetic --train 300 --valid 40 --test 40 --jobs 2
-    whisper-flamingo prepare manifest my_recordings/train --out data/mine --split train --lang en
+    whisper-flamingo prepare manifest --layout audio --src my_recordings/train --out data/mine/muavic/en
 """
 
 from __future__ import annotations
@@ -47,22 +47,25 @@ def _add_synthetic(sub) -> None:
 
 def _add_manifest(sub) -> None:
     p = sub.add_parser(
-        "manifest", help="write a MuAViC-format manifest from a folder of audio files with transcripts",
-        description="Write <out>/muavic/<lang>/<split>.tsv and its label file (other languages: "
-                    "<out>/muavic/<lang>/muavic_normalized/) from a folder of audio files, each with a "
-                    "<name>.txt transcript next to it or one --transcripts TSV.  Rows are audio-only "
-                    "(video '-', 0 frames: stage 1) with the 16 kHz sample count.  Then train with "
-                    "muavic_root=<out> lang=<lang>.",
-        epilog="examples:\n  whisper-flamingo prepare manifest rec/train --out data/mine --split train\n"
-               "  whisper-flamingo prepare manifest rec/valid --out data/mine --split valid "
-               "--transcripts rec/valid.tsv",
+        "manifest", help="{split}.tsv + labels from a folder of audio files with transcripts (--layout audio)",
+        description="Write <out>/<split>.tsv and <out>/<split>.<lang> from a folder of audio files, each with a "
+                    "<name>.txt transcript next to it or one --transcripts TSV.  Rows are audio-only (video '-', "
+                    "0 frames: stage 1) with the 16 kHz sample count.  Training reads English manifests from "
+                    "<muavic_root>/muavic/en, another language X from <muavic_root>/muavic/X/muavic_normalized.",
+        epilog="examples:\n  whisper-flamingo prepare manifest --layout audio --src rec/train --out data/mine/muavic/en"
+               " --split train\n  whisper-flamingo prepare manifest --layout audio --src rec/valid "
+               "--out data/mine/muavic/es/muavic_normalized --split valid --lang es --transcripts rec/valid.tsv",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("audio_dir", type=Path, help="folder of audio files (searched recursively)")
-    p.add_argument("--out", type=Path, required=True, help="dataset root: the muavic_root of the config")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    p.add_argument("--layout", choices=("audio",), required=True,
+                   help="audio: a folder of audio files (searched recursively) with transcripts")
+    p.add_argument("--src", type=Path, required=True, help="the folder of audio files")
+    p.add_argument("--out", type=Path, required=True,
+                   help="where the tsv and label files go (English: <muavic_root>/muavic/en)")
     p.add_argument("--split", choices=("train", "valid", "test"), default="train", help="split (default: train)")
-    p.add_argument("--lang", default="en", help="language code of the transcripts (default: en)")
+    p.add_argument("--lang", default="en", help="language code of the transcripts, the label extension (default: en)")
     p.add_argument("--transcripts", type=Path, default=None,
-                   help="one TSV of <name><TAB><transcript> lines (name: the audio path relative to AUDIO_DIR, "
+                   help="one TSV of <name><TAB><transcript> lines (name: the audio path relative to --src, "
                         "with or without extension) instead of <name>.txt files")
     p.add_argument("--on-bad-sample", choices=("error", "skip"), default="error",
                    help="a file without transcript or with unreadable audio: stop (error, default) or leave "
@@ -77,14 +80,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_manifest(args: argparse.Namespace) -> int:
-    from whisper_flamingo.preparation.manifest import manifest_from_folder
+    from whisper_flamingo.preparation.manifest import manifest_from_folder, muavic_root_of
 
-    info = manifest_from_folder(args.audio_dir, args.out, split=args.split, lang=args.lang,
+    info = manifest_from_folder(args.src, args.out, split=args.split, lang=args.lang,
                                 transcripts=args.transcripts, on_bad_sample=args.on_bad_sample,
                                 overwrite=args.overwrite)
     skipped = f"; left out {dict(info.skipped)}" if info.skipped else ""
+    root = muavic_root_of(args.out, args.split, args.lang)
+    hint = (f"train with: muavic_root={root} lang={args.lang}" if root is not None else
+            f"note: training reads <muavic_root>/muavic/{args.lang}"
+            f"{'' if args.lang == 'en' else '/muavic_normalized'}/{args.split}.tsv; move the files there")
     print(f"{info.rows} rows ({info.seconds / 3600:.2f} h) written to {info.tsv} and {info.labels}{skipped}\n"  # noqa: T201
-          f"  train with: muavic_root={Path(args.out).resolve()} lang={args.lang}")
+          f"  {hint}")
     return 0
 
 

@@ -7,10 +7,10 @@ libsndfile reads) and their transcripts, either
 * one transcript TSV (``--transcripts``): ``<name><TAB><transcript>`` per line, where ``<name>`` is the
   audio file's path relative to the folder, with or without its extension (blank lines ignored).
 
-Output: the tsv and label file that :func:`whisper_flamingo.data.manifest.manifest_spec` reads for
-``--lang`` and ``--split`` under ``--out`` (the config's ``muavic_root``): for English
-``<out>/muavic/en/<split>.tsv`` + ``<split>.en``, for another language X
-``<out>/muavic/X/muavic_normalized/<split>.tsv`` + ``<split>.X``.  The tsv's first line is the audio
+Output: ``<out>/<split>.tsv`` and ``<out>/<split>.<lang>``.  Training reads them where
+:func:`whisper_flamingo.data.manifest.manifest_spec` looks: for English ``--out
+<muavic_root>/muavic/en``, for another language X ``--out <muavic_root>/muavic/X/muavic_normalized``
+(:func:`muavic_root_of` finds ``muavic_root`` back from ``--out``).  The tsv's first line is the audio
 folder (absolute); each row is ``id, video, audio, n_video_frames, n_audio_samples`` with the id the
 relative path without extension, video ``-`` and 0 frames (audio-only: stage 1), the audio path
 relative to the root line and the 16 kHz sample count of the file's header.  Rows are sorted by id;
@@ -128,28 +128,40 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def muavic_root_of(out: Path, split: str, lang: str) -> Path | None:
+    """The ``muavic_root`` whose manifest of ``lang``/``split`` is ``<out>/<split>.tsv``, or ``None``."""
+    out = Path(out).resolve()
+    for root in (out.parent.parent, out.parent.parent.parent):
+        spec = manifest_spec(resolve_selection(lang), lang, split, root)
+        if spec.tsv == out / f"{split}.tsv":
+            return root
+    return None
+
+
 def manifest_from_folder(audio_dir: str | os.PathLike, out: str | os.PathLike, split: str = "train",
                          lang: str = "en", transcripts: str | os.PathLike | None = None,
                          on_bad_sample: str = "error", overwrite: bool = False) -> FolderManifest:
-    """Write the ``split`` manifest and label file of ``lang`` under ``out`` (module doc); return what was written."""
+    """Write ``<out>/<split>.tsv`` and ``<out>/<split>.<lang>`` (module doc); return what was written."""
     sel = resolve_selection(lang)
     if len(sel.langs) != 1 or sel.lrs2:
         raise ConfigError(f"--lang {lang}: give one language code (en, es, fr, ...), not a set of languages")
-    spec = manifest_spec(sel, sel.langs[0], split, out)
-    if spec.tsv.exists() and not overwrite:
-        raise ConfigError(f"{spec.tsv} exists; pass --overwrite to replace it")
+    out = Path(out)
+    tsv, labels = out / f"{split}.tsv", out / f"{split}.{sel.langs[0]}"
+    if tsv.exists() and not overwrite:
+        raise ConfigError(f"{tsv} exists; pass --overwrite to replace it")
     audio_dir = Path(audio_dir).resolve()
     rows, skipped = collect_rows(audio_dir, Path(transcripts) if transcripts else None, on_bad_sample)
     if not rows:
         raise DataError(f"no usable audio file with a transcript (skipped: {dict(skipped)})", path=audio_dir)
-    spec.tsv.parent.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     body = "".join(f"{r.id}\t{NO_VIDEO}\t{r.audio}\t0\t{r.n_samples}\n" for r in rows)
-    _write_atomic(spec.tsv, f"{audio_dir}\n{body}")
-    _write_atomic(spec.labels, "".join(f"{r.text}\n" for r in rows))
+    _write_atomic(tsv, f"{audio_dir}\n{body}")
+    _write_atomic(labels, "".join(f"{r.text}\n" for r in rows))
     seconds = sum(r.n_samples for r in rows) / 16000
     if skipped:
         log.warning("left out %d files: %s", sum(skipped.values()), dict(skipped))
-    return FolderManifest(spec.tsv, spec.labels, len(rows), seconds, skipped)
+    return FolderManifest(tsv, labels, len(rows), seconds, skipped)
 
 
-__all__ = ["AUDIO_SUFFIXES", "FolderManifest", "Row", "collect_rows", "manifest_from_folder", "read_transcript_tsv"]
+__all__ = ["AUDIO_SUFFIXES", "FolderManifest", "Row", "collect_rows", "manifest_from_folder", "muavic_root_of",
+           "read_transcript_tsv"]
