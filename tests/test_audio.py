@@ -16,6 +16,7 @@ from whisper_flamingo.data.audio import (
     pad_or_trim,
     probe_audio,
     resampled_length,
+    sample_count_matches,
     to_unit_range,
 )
 from whisper_flamingo.errors import DataError
@@ -97,10 +98,25 @@ def test_nan_samples(tmp_path):
 
 def test_sample_count_mismatch(tmp_path):
     p = tmp_path / "a.wav"
-    sf.write(p, _int16(1600), 16000, subtype="PCM_16")
-    err = _raises(p, "sample_count_mismatch", expected_samples=1601)
-    assert "1600" in str(err) and "1601" in str(err)
-    assert load_audio(p, expected_samples=1600).shape == (1600,)
+    sf.write(p, _int16(16000), 16000, subtype="PCM_16")
+    err = _raises(p, "sample_count_mismatch", expected_samples=16161)  # 161 samples off: beyond one 10 ms frame
+    assert "16000 samples at 16000 Hz" in str(err) and "16161" in str(err)
+    assert "native sample count or a 16 kHz count within 160 samples" in str(err)
+    for n in (16000, 16160, 15840):  # exact, and within one mel frame either way
+        assert load_audio(p, expected_samples=n).shape == (16000,)
+
+
+def test_sample_count_native_or_16k_for_resampled_files(tmp_path):
+    """A 44.1 kHz file: the manifest may give its native count or a 16 kHz count within 10 ms of its duration."""
+    p = tmp_path / "a44.wav"
+    sf.write(p, _int16(44100), 44100, subtype="PCM_16")  # 1 s
+    header = probe_audio(p)
+    for n in (44100, 16000, 16000 + 160, 16000 - 160):
+        assert sample_count_matches(header, n), n
+    for n in (44101, 16161, 15839, 32000):
+        assert not sample_count_matches(header, n), n
+    err = _raises(p, "sample_count_mismatch", expected_samples=16200)
+    assert "44100 samples at 44100 Hz (1.000 s, 16000 at 16 kHz)" in str(err)
 
 
 def test_stereo_to_mono_warns(tmp_path, caplog):

@@ -49,8 +49,11 @@ def test_shipped_config_prints(path: Path):
     raw = yaml.safe_load(path.read_text())
     assert set(printed) == set(KEYS)
     for key, value in raw.items():
+        if isinstance(value, str):  # the demo configs derive their paths from work_dir
+            value = value.replace("${work_dir}", raw.get("work_dir", ""))
         if key not in ("muavic_root", "lrs2_root", "whisper_download_root", "noise_fn", "noise_fn_val",
-                       "noise_fn_test", "log_output_dir", "check_output_dir", "pt_ckpt", "video_model_ckpt"):
+                       "noise_fn_test", "log_output_dir", "check_output_dir", "pt_ckpt", "video_model_ckpt",
+                       "work_dir"):
             assert printed[key] == value, key
         elif value:  # paths are resolved against the current directory
             assert printed[key] == str((ROOT / value).resolve()), key
@@ -145,3 +148,56 @@ def test_cli_reports_config_errors_in_one_line(tmp_path: Path):
     assert out.stderr.strip().splitlines()[-1].startswith("error: ")
     assert len(out.stderr.strip().splitlines()) == 1
     assert "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------------------- issue 12: a new user's config
+def test_demo_paths_derive_from_work_dir(tmp_path: Path):
+    """Overriding work_dir alone moves every path of the demo config; ${key} works for any key."""
+    cfg = load_config(ROOT / "config/audio/demo.yaml", [f"work_dir={tmp_path}"], resolve=False)
+    paths = {k: getattr(cfg, k) for k in ("model_name", "whisper_download_root", "muavic_root", "log_output_dir",
+                                          "check_output_dir", "noise_fn", "noise_fn_val", "noise_fn_test")}
+    assert all(v.startswith(f"{tmp_path}/") for v in paths.values()), paths
+    assert cfg.noise_fn_val == f"{tmp_path}/corpus/noise/babble/valid.tsv"
+    av = load_config(ROOT / "config/audio-visual/demo.yaml", [f"work_dir={tmp_path}"], resolve=False)
+    assert av.pt_ckpt == f"{tmp_path}/checkpoints/demo_tiny.en/last.ckpt"
+    assert "demo_out" not in (ROOT / "config/audio/demo.yaml").read_text().split("work_dir: demo_out", 1)[1]
+    assert load_config(None, ["train_id=run7", "check_output_dir=/x/${train_id}"]).check_output_dir == "/x/run7"
+    with pytest.raises(ConfigError, match="names no key"):
+        load_config(None, ["muavic_root=${wrk_dir}/c"])
+    with pytest.raises(ConfigError, match="work_dir is empty"):
+        load_config(None, ["muavic_root=${work_dir}/c"])
+
+
+def test_missing_paths_are_listed_at_once(tmp_path: Path):
+    cfg = load_config(ROOT / "config/audio/demo.yaml", [f"work_dir={tmp_path}"])
+    with pytest.raises(ConfigError) as exc:
+        cfg.check_paths()
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith("5 input path(s) do not exist: ")
+    for key in ("model_name", "muavic_root", "noise_fn", "noise_fn_val", "noise_fn_test"):
+        assert f"{key}={getattr(cfg, key)}" in msg, key
+    assert f"work_dir={tmp_path}" in msg
+    (tmp_path / "corpus/noise/babble").mkdir(parents=True)
+    for name in ("train.tsv", "babble/valid.tsv", "babble/test.tsv"):
+        (tmp_path / "corpus/noise" / name).write_text("")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/tiny.en.pt").write_bytes(b"x")
+    cfg.check_paths()  # all there
+
+
+def test_batch_and_interval_aliases_and_their_help():
+    cfg = load_config(None, ["audio_max_length=96000", "batch_seconds=12", "validate_every_n_steps=7"])
+    assert cfg.batch_size == 2.0 and cfg.validate_every_n_batches == 7
+    # an override replaces the YAML's key through its alias
+    cfg = load_config(ROOT / "config/audio/demo.yaml", ["validate_every_n_steps=3", "batch_seconds=30"])
+    assert cfg.validate_every_n_batches == 3 and cfg.batch_size == 30 * 16000 / 96000
+    with pytest.raises(ConfigError, match="same setting"):
+        load_config(None, ["validate_every_n_steps=3", "validate_every_n_batches=4"])
+    with pytest.raises(ConfigError, match="batch_seconds"):
+        load_config(None, ["batch_seconds=-1"])
+    out = subprocess.run([sys.executable, "-m", "whisper_flamingo.cli", "train", "--help-keys"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert "MULTIPLIER of audio_max_length" in out.stdout and "OPTIMIZER STEPS" in out.stdout
+    assert "batch_seconds" in out.stdout and "validate_every_n_steps" in out.stdout
+    readme = (ROOT / "README.md").read_text()
+    assert "multiplier of `audio_max_length`" in readme and "counts **optimizer steps**" in readme

@@ -176,13 +176,60 @@ def test_empty_transcript(small):
     assert len(data.records) == 4 and data.skipped == {"empty_transcript": 1}
 
 
-def test_missing_video_rows_dropped_and_counted(small):
+def test_audio_only_rows_kept_for_audio_and_counted_for_video(small, caplog):
+    """n_video_frames 0 (audio-only data) is legitimate for stage 1; a task reading video drops and counts it."""
     tsv = small / "muavic/en/train.tsv"
-    fields = tsv.read_text().splitlines()[2].split("\t")
-    fields[3] = "-1"
-    _edit(tsv, 3, "\t".join(fields))
-    data = load_split(tiny_config(small), "train")  # not an error, even in error mode
-    assert len(data.records) == 4 and data.filtered["missing_video"] == 1
+    for line in (3, 4):
+        fields = tsv.read_text().splitlines()[line - 1].split("\t")
+        fields[3] = "0"
+        _edit(tsv, line, "\t".join(fields))
+    data = load_split(tiny_config(small), "train")
+    assert len(data.records) == 5 and not data.filtered and not data.skipped
+    with caplog.at_level("INFO", logger="whisper_flamingo.data.manifest"):
+        data = load_split(tiny_config(small), "train", need_video=True)  # not an error, even in error mode
+    assert len(data.records) == 3 and data.filtered == {"no_video": 2}
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train: dropped")]
+    assert lines == ["train: dropped 2 rows: no_video (n_video_frames is 0 (audio-only rows) and this task "
+                     "reads video)"]
+
+
+def test_every_dropped_row_is_summarised_once_per_reason(small, caplog):
+    tsv, lab = small / "muavic/en/train.tsv", small / "muavic/en/train.en"
+    _edit(lab, 1, "x" * 50)  # too long a transcript
+    _edit(lab, 2, "  ")  # empty transcript (skipped)
+    fields = tsv.read_text().splitlines()[3].split("\t")
+    fields[3] = "0"
+    _edit(tsv, 4, "\t".join(fields))
+    with caplog.at_level("INFO", logger="whisper_flamingo.data.manifest"):
+        data = load_split(tiny_config(small, on_bad_sample="skip", text_max_length=40), "train", need_video=True)
+    assert len(data.records) == 2
+    lines = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("train: dropped"))
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("train: dropped 1 bad rows: empty_transcript")
+    assert lines[1].startswith("train: dropped 1 rows: no_video")
+    assert lines[2].startswith("train: dropped 1 rows: text_too_long (transcript longer than text_max_length")
+
+
+def test_native_sample_counts_become_16k_before_the_length_filter(tmp_path):
+    """A manifest of 8 kHz files with native counts: accepted, and filtered by their 16 kHz length."""
+    root = make_tiny_corpus(tmp_path, 4, 2, 2, noise=False)
+    tsv = root / "muavic/en/train.tsv"
+    lines = tsv.read_text().splitlines()
+    rows = []
+    for row in lines[1:]:
+        f = row.split("\t")
+        audio = os.path.join(lines[0], f[2])
+        x, sr = sf.read(audio, dtype="int16")
+        sf.write(audio, x[::2], sr // 2, subtype="PCM_16")  # 8 kHz, native count = half the 16 kHz one
+        f[4] = str(len(x[::2]))
+        rows.append("\t".join(f))
+    tsv.write_text("\n".join([lines[0], *rows]) + "\n")
+    cfg = tiny_config(root)
+    data = load_split(cfg, "train", probe=True)
+    assert [r.n_samples for r in data.records] == [2 * int(r.split("\t")[4]) for r in rows]
+    longest = max(r.n_samples for r in data.records)
+    cut = load_split(tiny_config(root, audio_max_length=longest - 1), "train", probe=True)
+    assert len(cut.records) == 3 and cut.filtered == {"audio_too_long": 1}
 
 
 def test_unknown_language(small):
@@ -256,7 +303,7 @@ def test_check_records(tmp_path):
     Path(recs[1].audio_path).write_bytes(b"")
     data = Path(recs[2].audio_path).read_bytes()
     Path(recs[2].audio_path).write_bytes(data[: len(data) // 2])
-    sf.write(recs[3].audio_path, np.zeros(recs[3].n_samples + 5, np.int16), 16000, subtype="PCM_16")
+    sf.write(recs[3].audio_path, np.zeros(recs[3].n_samples + 161, np.int16), 16000, subtype="PCM_16")
     Path(recs[4].audio_path).write_text("garbage")
     kept, counts = check_records(recs, "skip", desc="train")
     assert counts == {"missing_file": 1, "empty_file": 1, "truncated": 1, "sample_count_mismatch": 1,

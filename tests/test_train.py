@@ -63,10 +63,13 @@ def final_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state["state_dict"].items()}
 
 
-def test_training_lowers_loss_and_validation_logs_wer(setup):
+def test_training_lowers_loss_and_validation_logs_wer(setup, tmp_path):
+    # a fake `srun` on PATH: Lightning's SLURM hint must not reach the console (issue 12)
+    (tmp_path / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "srun").chmod(0o755)
     out = run_cli(["config/audio/demo.yaml", *base_overrides(
-        setup, "loss", num_train_steps=30, validate_every_n_batches=15, val_decode=True,
-        validate_before_training=True, limit_val_batches=2)])
+        setup, "loss", num_train_steps=30, validate_every_n_batches=10, val_decode=True, save_top_k=2,
+        validate_before_training=True, limit_val_batches=2)], env={"PATH": f"{tmp_path}:{os.environ['PATH']}"})
     assert out.returncode == 0, out.stderr[-3000:]
     logs = tensorboard_scalars(setup["root"] / "logs" / "whisper" / "loss")
     losses = [v for _, v in sorted(logs["train/loss"])]
@@ -74,11 +77,64 @@ def test_training_lowers_loss_and_validation_logs_wer(setup):
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
     for name in ("val", "val_noisy_multi_babble", "test", "test_noisy_multi_babble"):
         assert f"{name}/wer" in logs and f"{name}/loss" in logs and f"{name}/acc" in logs, sorted(logs)
-        assert len(logs[f"{name}/wer"]) >= 2  # before training and at step 15 (and 30)
+    # one numbering: metrics are logged at the number of optimizer steps done, as checkpoints are named
+    assert sorted(s for s, _ in logs["val/wer"]) == [0, 10, 20, 30]
+    assert sorted(s for s, _ in logs["train/loss"])[:2] == [1, 2]
+    # outputs: one full last.ckpt + save_top_k weights-only best files (the third best was deleted)
     ckpts = setup["root"] / "ckpt" / "loss"
-    assert (ckpts / "last.ckpt").is_file() and (ckpts / "config.yaml").is_file()
-    assert any(p.name.startswith("step-") for p in ckpts.iterdir())
-    assert not any(p.suffix == ".tmp" for p in ckpts.iterdir())
+    best = sorted(p for p in ckpts.iterdir() if p.name.startswith("step-"))
+    assert sorted(p.name for p in ckpts.iterdir()) == sorted(["config.yaml", "last.ckpt", *(p.name for p in best)])
+    assert len(best) == 2 and all(int(p.name[5:11]) in (10, 20, 30) for p in best), best
+    last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)
+    assert {"optimizer_states", "lr_schedulers", "MuavicDataModule", "loops"} <= set(last) and last["global_step"] == 30
+    for p in best:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+        assert "optimizer_states" not in state and "state_dict" in state
+        assert p.stat().st_size < 0.5 * (ckpts / "last.ckpt").stat().st_size
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert all((p.stat().st_mode & 0o777) == 0o666 & ~umask for p in [ckpts / "last.ckpt", *best])
+    # the weights-only best file is what decoding reads
+    from whisper_flamingo.checkpoints.names import load_whisper
+
+    model = load_whisper(best[-1], device="cpu")
+    assert sum(p.numel() for p in model.parameters()) > 0
+    # Lightning's console clutter is gone
+    for noise in ("srun", "litlogger", "LeafSpec", "exists and is not empty"):
+        assert noise not in out.stderr, noise
+
+
+def test_sigterm_saves_last_ckpt_and_exits_with_one_line(setup):
+    """SIGTERM to the whole process group (as `timeout` sends it) during training with a DataLoader worker."""
+    trace = setup["root"] / "trace_term"
+    args = ["config/audio/demo.yaml", *base_overrides(setup, "term", num_train_steps=100000, num_worker=1,
+                                                      checkpoint_every_n_steps=100000, trace_batches_dir=trace,
+                                                      monitor="val/acc", monitor_mode="max")]
+    e = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "whisper_flamingo.cli", "train", *args], cwd=ROOT, env=e,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    rank0 = trace / "rank0.txt"
+    while proc.poll() is None and time.time() < deadline and \
+            (not rank0.exists() or len(rank0.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("training did not stop within 120 s of SIGTERM")
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "DataLoader worker" not in err, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("stopped by SIGTERM at step ") and line.endswith("resume_training=true"), line
+    step = int(line.split("at step ")[1].split(";")[0])
+    last = setup["root"] / "ckpt" / "term" / "last.ckpt"
+    assert f"{last} saved" in line
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == step >= 3
+    assert not any(p.suffix == ".tmp" for p in last.parent.iterdir())
 
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(setup):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 #: keys holding file system paths; resolved relative to the current directory
 PATH_KEYS = (
-    "muavic_root", "lrs2_root", "whisper_download_root", "vc2_path", "noise_fn", "noise_fn_val",
+    "work_dir", "muavic_root", "lrs2_root", "whisper_download_root", "vc2_path", "noise_fn", "noise_fn_val",
     "noise_fn_test", "log_output_dir", "check_output_dir", "pt_ckpt", "video_model_ckpt",
     "video_feature_dir", "trace_batches_dir",
 )
@@ -64,6 +65,9 @@ class Config:
     """All training keys.  ``help(Config)`` or ``whisper-flamingo train --help-keys`` lists them."""
 
     # ----- experiment, logging, checkpoints -----
+    work_dir: str = field(default="", metadata=_doc(
+        "Ours: a folder other keys can derive from, written ${work_dir} in their values (any key can be "
+        "referenced so: ${key}); the demo configs put every path under it, so work_dir=... moves them all."))
     train_name: str = field(default="whisper", metadata=_doc(
         "TensorBoard run name (sub-folder of log_output_dir)."))
     train_id: str = field(default="whisper", metadata=_doc(
@@ -147,7 +151,9 @@ class Config:
         "AdamW weight decay (never applied to biases and LayerNorm parameters)."))
     adam_epsilon: float = field(default=1e-8, metadata=_doc("AdamW epsilon."))
     batch_size: float = field(default=4.0, metadata=_doc(
-        "Dynamic batch: padded samples per device batch = audio_max_length * batch_size."))
+        "Dynamic batch, a MULTIPLIER of audio_max_length (not a count of utterances): each device batch holds "
+        "up to audio_max_length * batch_size padded samples (4.0 with 480000 = 120 s of audio). "
+        "Alias: batch_seconds (seconds of padded audio per device batch)."))
     val_batch_bins_multiplier: float = field(default=8.0, metadata=_doc(
         "Validation batch: padded samples = audio_max_length * this (8 stage 1, 16 stage 2)."))
     num_train_steps: int = field(default=90000, metadata=_doc("Optimizer steps (Trainer max_steps)."))
@@ -162,7 +168,8 @@ class Config:
     precision: str = field(default="auto", metadata=_doc(
         "auto = 16-mixed on GPU, 32 on CPU; or any Lightning precision string."))
     validate_every_n_batches: int = field(default=1000, metadata=_doc(
-        "Validation interval in optimizer steps."))
+        "Validation interval in OPTIMIZER STEPS despite the original name (batches = steps * "
+        "gradient_accumulation_steps). Alias: validate_every_n_steps."))
     validate_before_training: bool = field(default=True, metadata=_doc(
         "Run a full validation pass before training (skipped when resuming)."))
     limit_val_batches: int = field(default=0, metadata=_doc("Validation batches per loader; 0 = all."))
@@ -174,7 +181,11 @@ class Config:
         "Metric that picks the best checkpoint."))
     monitor_mode: str = field(default="max", metadata=_doc("max or min for monitor."))
     checkpoint_every_n_steps: int = field(default=5000, metadata=_doc(
-        "Also keep a 'latest' checkpoint every N optimizer steps (and refresh last.ckpt)."))
+        "Rewrite last.ckpt (the one full, resumable checkpoint) every N optimizer steps; it is also written "
+        "at the end and on SIGTERM."))
+    save_top_k: int = field(default=1, metadata=_doc(
+        "Keep the k best checkpoints by monitor, weights only (step-<step>-<metric>=<value>.ckpt); older "
+        "ones are deleted; 0 = none (last.ckpt only)."))
     sync_batchnorm: bool | None = field(default=None, metadata=_doc(
         "Synchronise BatchNorm statistics across DDP ranks (the video encoder's); null = the task's default, "
         "as the original: on for flamingo, off for asr. It takes effect on GPUs only (torch's SyncBatchNorm)."))
@@ -242,6 +253,28 @@ class Config:
     @property
     def log_dir(self) -> Path:
         return Path(self.log_output_dir) / self.train_name / self.train_id
+
+    def missing_paths(self) -> list[str]:
+        """``key=path`` for every input path of this config that does not exist (model, data, noise, ...)."""
+        want: list[str] = []
+        name = str(self.model_name)
+        if "/" in name or "\\" in name or name.endswith((".pt", ".ckpt")):
+            want.append("model_name")
+        if self.task_name in ("asr", "flamingo"):
+            want.append("lrs2_root" if "lrs2" in self.lang else "muavic_root")
+        if self.vc2:
+            want.append("vc2_path")
+        want += [k for k in ("noise_fn", "noise_fn_val", "noise_fn_test", "pt_ckpt", "video_model_ckpt",
+                             "video_feature_dir") if getattr(self, k)]
+        return [f"{k}={getattr(self, k)}" for k in want if not Path(str(getattr(self, k))).expanduser().exists()]
+
+    def check_paths(self) -> None:
+        """One error listing every missing input path at once (not one run per missing path)."""
+        missing = self.missing_paths()
+        if missing:
+            base = f" (work_dir={self.work_dir})" if self.work_dir else ""
+            raise ConfigError(f"{len(missing)} input path(s) do not exist: {'; '.join(missing)}; fix these keys"
+                              f"{', or work_dir where they derive from it' + base if base else ''}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -352,6 +385,84 @@ REFUSED_KEYS: dict[str, tuple[Any, str]] = {
 }
 
 
+#: clearer names accepted for keys of the original: alias -> (key, conversion note for --help-keys)
+ALIASES: dict[str, tuple[str, str]] = {
+    "validate_every_n_steps": ("validate_every_n_batches", "the same number (optimizer steps)"),
+    "batch_seconds": ("batch_size", "batch_size = batch_seconds * 16000 / audio_max_length"),
+}
+
+
+def _set(values: dict[str, Any], where_of: dict[str, str], source: set[str], key: str, value: Any,
+         where: str, from_cli: bool = False) -> None:
+    """Store one checked key of a source (the YAML file, then the overrides; a later source wins).
+
+    An alias stands for its key; the alias and its key in the same source are refused.  ``batch_seconds``
+    is kept as given and converted once ``audio_max_length`` is final (:func:`_finish_aliases`).
+    """
+    if key in ALIASES:
+        target = ALIASES[key][0]
+        if target in source:
+            raise ConfigError(f"{where}'{key}' and '{target}' are the same setting; give only one")
+        if key == "batch_seconds":
+            ok, secs = _coerce(value, float)
+            if not ok or secs <= 0:
+                raise ConfigError(f"{where}key 'batch_seconds' expects a positive number of seconds, got {value!r}")
+            values.pop(target, None)
+            values["batch_seconds"], where_of["batch_seconds"] = secs, where
+            source.add(key)
+            return
+        source.add(key)
+        key = target
+    elif any(a in source for a, (t, _) in ALIASES.items() if t == key):
+        raise ConfigError(f"{where}'{key}' and its alias are the same setting; give only one")
+    if key == "batch_size":
+        values.pop("batch_seconds", None)
+    values[key] = check_value(key, value, where, from_cli)
+    where_of[key] = where
+    source.add(key)
+
+
+def _finish_aliases(values: dict[str, Any], where_of: dict[str, str]) -> None:
+    """``batch_seconds`` -> ``batch_size = batch_seconds * 16000 / audio_max_length``."""
+    if "batch_seconds" in values:
+        secs = values.pop("batch_seconds")
+        where = where_of.pop("batch_seconds")
+        length = values.get("audio_max_length", Config.audio_max_length)
+        values["batch_size"] = check_value("batch_size", secs * 16000 / length, where)
+        where_of["batch_size"] = where
+
+
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _interpolate(values: dict[str, Any], where_of: dict[str, str]) -> None:
+    """Replace ``${key}`` in string values by that key's value (given or default), references nested."""
+    defaults = {f.name: f.default for f in fields(Config)}
+
+    def expand(key: str, stack: tuple[str, ...]) -> Any:
+        value = values.get(key, defaults.get(key))
+        if not isinstance(value, str) or "${" not in value:
+            return value
+
+        def sub(m: re.Match) -> str:
+            ref = m.group(1)
+            if ref not in defaults:
+                raise ConfigError(f"{where_of.get(key, '')}key '{key}': ${{{ref}}} names no key{suggest(ref)}")
+            if ref in stack:
+                raise ConfigError(f"{where_of.get(key, '')}key '{key}': ${{{ref}}} refers back to itself "
+                                  f"({' -> '.join((*stack, ref))})")
+            out = expand(ref, (*stack, ref))
+            if out in ("", None):
+                raise ConfigError(f"{where_of.get(key, '')}key '{key}' uses ${{{ref}}} but {ref} is empty; "
+                                  f"set it (e.g. {ref}=demo_out on the command line)")
+            return str(out)
+
+        return _REF.sub(sub, value)
+
+    for key in list(values):
+        values[key] = expand(key, (key,))
+
+
 def _validate(cfg: Config, where: str) -> None:
     """Checks across keys and value ranges."""
     for key in ("noise_prob", "prob_use_av", "prob_use_a"):
@@ -375,6 +486,8 @@ def _validate(cfg: Config, where: str) -> None:
     for key in ("batch_size", "learning_rate", "val_batch_bins_multiplier"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{where}key '{key}' must be positive, got {getattr(cfg, key)}")
+    if cfg.save_top_k < 0:
+        raise ConfigError(f"{where}key 'save_top_k' must be >= 0, got {cfg.save_top_k}")
     if cfg.warmup_steps < 0 or cfg.num_worker < 0 or cfg.n_mels not in (0, 80, 128):
         bad = "warmup_steps" if cfg.warmup_steps < 0 else "num_worker" if cfg.num_worker < 0 else "n_mels"
         raise ConfigError(f"{where}key '{bad}' has an invalid value {getattr(cfg, bad)}")
@@ -439,17 +552,16 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: a config must be a mapping of key: value lines")
         lines = _key_lines(text)
+        source: set[str] = set()
         for key, value in raw.items():
             where = f"{p}:{lines[key]}: " if key in lines else f"{p}: "
-            key = legacy_key(str(key), value)
-            values[key] = check_value(key, value, where)
-            where_of[key] = where
+            _set(values, where_of, source, legacy_key(str(key), value), value, where)
+    source = set()
     for item in overrides:
         key, value = parse_override(item)
-        where = f"override '{item}': "
-        key = legacy_key(key, value)
-        values[key] = check_value(key, value, where, from_cli=True)
-        where_of[key] = where
+        _set(values, where_of, source, legacy_key(key, value), value, f"override '{item}': ", from_cli=True)
+    _finish_aliases(values, where_of)
+    _interpolate(values, where_of)
     cfg = Config(**values)
     for key, (default, why) in REFUSED_KEYS.items():
         if getattr(cfg, key) != default:
@@ -478,4 +590,7 @@ def describe_keys() -> str:
         default = f.default if f.default is not dataclasses.MISSING else None
         rows.append(f"{f.name:32s} {_type_name(_HINTS[f.name]):24s} default={default!r}\n"
                     f"    {f.metadata.get('doc', '')}")
+    for alias, (key, how) in ALIASES.items():
+        rows.append(f"{alias:32s} {'alias of ' + key:24s}\n    {how}")
     return "\n".join(rows)
+

@@ -100,7 +100,8 @@ def convert_model(models: Path, name: str) -> Path:
 def data_overrides(out: Path, corpus: Path, model_pt: Path, run_id: str, seed: int) -> list[str]:
     """``key=value`` overrides pointing a demo config at the demo's corpus, model and output folders."""
     noise = corpus / "noise"
-    return [f"model_name={model_pt}", f"whisper_download_root={model_pt.parent}", f"muavic_root={corpus}",
+    return [f"work_dir={out}", f"model_name={model_pt}", f"whisper_download_root={model_pt.parent}",
+            f"muavic_root={corpus}",
             f"noise_fn={noise / 'train.tsv'}", f"noise_fn_val={noise / 'babble' / 'valid.tsv'}",
             f"noise_fn_test={noise / 'babble' / 'test.tsv'}", f"log_output_dir={out / 'logs'}",
             f"check_output_dir={out / 'checkpoints'}", f"train_id={run_id}", f"seed={seed}", "resume_training=true"]

@@ -109,7 +109,7 @@ def select_records(args: argparse.Namespace) -> list[Record]:
     for split in args.split:
         for lang in sel.langs:
             spec = manifest_spec(sel, lang, split, args.muavic_root, args.lrs2_root)
-            for rec in read_manifest(spec, args.on_bad_sample):
+            for rec in read_manifest(spec, args.on_bad_sample, need_video=True):
                 video = resolve_video_path(rec.video_path, rec.audio_path)
                 first = seen.get(rec.id)
                 if first is None:

@@ -1,10 +1,12 @@
-"""``whisper-flamingo prepare``: make data sets; ``prepare synthetic`` writes the demo corpus, the other
-steps turn real videos and corpora into one (README, "Preparing real data").
+"""``whisper-flamingo prepare``: make data sets; ``prepare synthetic`` writes the demo corpus, ``prepare
+manifest --layout audio`` a manifest from a folder of audio files with transcripts, the other steps turn real
+videos and corpora into one (README, "Preparing real data").
 
-Example::
+Examples::
 
     whisper-flamingo prepare synthetic --out data/synthetic --train 300 --valid 40 --test 40 --jobs 2
     whisper-flamingo prepare pipeline --src my_videos --out my_corpus
+    whisper-flamingo prepare manifest --layout audio --src my_recordings/train --out data/mine/muavic/en
 """
 
 from __future__ import annotations
@@ -239,37 +241,62 @@ def _add_corpus_manifest(sub) -> None:
                                    "(auto_avsr lists), VoxCeleb2, MuAViC or a plain folder of videos with "
                                    "<name>.txt transcripts.")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
-    p.add_argument("--layout", choices=("lrs3", "lrs2", "muavic", "voxceleb2", "folder"), required=True,
-                   help="how the corpus sits on disk (lrs3, lrs2, muavic, voxceleb2, or a plain folder)")
+    p.add_argument("--layout", choices=("lrs3", "lrs2", "muavic", "voxceleb2", "folder", "audio"), required=True,
+                   help="how the corpus sits on disk (lrs3, lrs2, muavic, voxceleb2, folder: videos with "
+                        "transcripts; audio: a folder of audio files with transcripts, audio-only rows)")
     p.add_argument("--src", type=Path, required=True,
                    help="the corpus root (lrs3: pretrain/trainval/test; lrs2: auto_avsr's root; muavic: "
-                        "MuAViC's muavic/; folder: videos + .txt transcripts; voxceleb2: unused)")
+                        "MuAViC's muavic/; folder: videos + .txt transcripts; audio: audio files (searched "
+                        "recursively) + <name>.txt or --transcripts; voxceleb2: unused)")
     p.add_argument("--audio", type=Path, default=None,
                    help="the 16 kHz wavs (extract-audio --out), same relative paths")
     p.add_argument("--video", type=Path, default=None,
                    help="the mouth videos (crop-mouth --out), same relative paths")
     p.add_argument("--out", type=Path, required=True, help="where the tsv and label files go")
-    p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="folder layout: the split")
+    p.add_argument("--split", choices=("train", "valid", "test"), default=None,
+                   help="folder and audio layouts: the split (default: test for folder, train for audio)")
     p.add_argument("--lang", default="en", help="label file extension / MuAViC language (default: en)")
     p.add_argument("--valid-ids", type=Path, default=None, help="lrs3: AV-HuBERT's lrs3-valid.id")
     p.add_argument("--lists", type=Path, default=None,
                    help="lrs2: folder of lrs2_*_transcript_lengths_seg24s.csv (default: <src>/labels)")
-    p.add_argument("--transcripts", type=Path, default=None, help="voxceleb2: tsv of <id> TAB <text>")
+    p.add_argument("--transcripts", type=Path, default=None,
+                   help="voxceleb2: tsv of <id> TAB <text>; audio: tsv of <name> TAB <text> (name: the audio "
+                        "path relative to --src, with or without extension) instead of <name>.txt files")
     p.add_argument("--on-bad-sample", choices=("error", "skip"), default="error",
                    help="a missing/unreadable file or empty transcript stops (default) or is counted and left out")
+    p.add_argument("--overwrite", action="store_true", help="audio layout: replace an existing manifest of this split")
+
+
+def _run_audio_manifest(args: argparse.Namespace) -> int:
+    from whisper_flamingo.preparation.manifest import manifest_from_folder, muavic_root_of
+
+    split = args.split or "train"
+    info = manifest_from_folder(args.src, args.out, split=split, lang=args.lang,
+                                transcripts=args.transcripts, on_bad_sample=args.on_bad_sample,
+                                overwrite=args.overwrite)
+    skipped = f"; left out {dict(info.skipped)}" if info.skipped else ""
+    root = muavic_root_of(args.out, split, args.lang)
+    hint = (f"train with: muavic_root={root} lang={args.lang}" if root is not None else
+            f"note: training reads <muavic_root>/muavic/{args.lang}"
+            f"{'' if args.lang == 'en' else '/muavic_normalized'}/{split}.tsv; move the files there")
+    print(f"{info.rows} rows ({info.seconds / 3600:.2f} h) written to {info.tsv} and {info.labels}{skipped}\n"  # noqa: T201
+          f"  {hint}")
+    return 0
 
 
 def _run_corpus_manifest(args: argparse.Namespace) -> int:
     from whisper_flamingo.errors import ConfigError
     from whisper_flamingo.preparation import corpus_manifests as cm
 
+    if args.layout == "audio":
+        return _run_audio_manifest(args)
     if args.layout == "muavic":
         done = cm.convert_muavic(args.src, args.out / "muavic", args.lang, args.on_bad_sample)
     else:
         if args.layout != "lrs2" and (args.audio is None or args.video is None):
             raise ConfigError(f"--layout {args.layout} needs --audio and --video (the prepared media folders)")
         if args.layout == "folder":
-            splits = cm.layout_folder(args.src, args.audio, args.video, args.split)
+            splits = cm.layout_folder(args.src, args.audio, args.video, args.split or "test")
         elif args.layout == "lrs3":
             splits = cm.layout_lrs3(args.src, args.audio, args.video, args.valid_ids)
         elif args.layout == "lrs2":

@@ -38,7 +38,11 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(cfg.to_yaml())
         return 0
-    from whisper_flamingo.tasks.run import train
+    from whisper_flamingo.tasks.run import TrainingStopped, train
 
-    train(cfg)
+    try:
+        train(cfg)
+    except TrainingStopped as err:  # SIGTERM: last.ckpt saved; one line, the status of a TERM-killed process
+        sys.stderr.write(f"{err}\n")
+        return 143
     return 0

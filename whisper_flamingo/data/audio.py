@@ -15,8 +15,8 @@ Files are read with ``soundfile`` (libsndfile; wav, flac, ogg, ...).  Problems r
 * ``truncated``: a wav's ``data`` chunk declares more bytes than the file holds, fewer frames
   were decoded than the header declares, or decoding failed part-way (corrupt flac);
 * ``nan_samples``: NaN or infinite samples (float files);
-* ``sample_count_mismatch``: the manifest's sample count differs from the file's length at
-  16 kHz.
+* ``sample_count_mismatch``: the manifest's sample count is neither the file's native sample count
+  nor a 16 kHz count within one mel frame (160 samples, 10 ms) of its duration.
 
 Stereo (or more channels) is averaged to mono and a non-16 kHz file is resampled to 16 kHz with
 :func:`scipy.signal.resample_poly` (polyphase FIR low-pass, Kaiser window with beta 5.0, the
@@ -164,18 +164,30 @@ def probe_audio(path: str | os.PathLike) -> AudioHeader:
                        str(info.format), str(info.subtype))
 
 
-def check_sample_count(header: AudioHeader, expected_samples: int) -> None:
-    """Raise ``sample_count_mismatch`` unless the file's 16 kHz length equals the manifest's.
+#: the manifest's sample count may differ from the file's duration by up to one mel frame (10 ms)
+SAMPLE_COUNT_TOLERANCE = HOP_LENGTH
 
-    For resampled files one sample of rounding difference is tolerated.
-    """
-    n16 = header.frames_16k
-    tol = 0 if header.samplerate == SAMPLE_RATE else 1
-    if abs(n16 - int(expected_samples)) > tol:
-        rate = "" if header.samplerate == SAMPLE_RATE else f" after resampling from {header.samplerate} Hz"
-        raise DataError(f"audio has {n16} samples{rate} but the manifest says {int(expected_samples)}; "
-                        "regenerate the manifest or set on_bad_sample: skip",
-                        reason="sample_count_mismatch", path=header.path)
+
+def sample_count_matches(header: AudioHeader, expected_samples: int) -> bool:
+    """The manifest's sample count rule: the file's native sample count (at its own rate), or a 16 kHz count
+    within one mel frame (160 samples, 10 ms) of the file's duration."""
+    n = int(expected_samples)
+    if n == header.frames:
+        return True
+    return abs(n - header.frames * SAMPLE_RATE / header.samplerate) <= SAMPLE_COUNT_TOLERANCE
+
+
+def check_sample_count(header: AudioHeader, expected_samples: int) -> None:
+    """Raise ``sample_count_mismatch`` unless :func:`sample_count_matches` (native count, or 16 kHz within 10 ms)."""
+    if sample_count_matches(header, expected_samples):
+        return
+    rate = header.samplerate
+    native = f"{header.frames} samples at {rate} Hz ({header.frames / rate:.3f} s"
+    native += ")" if rate == SAMPLE_RATE else f", {header.frames_16k} at 16 kHz)"
+    raise DataError(f"audio has {native} but the manifest says {int(expected_samples)}; the count must be the "
+                    "file's native sample count or a 16 kHz count within 160 samples (10 ms) of its duration: "
+                    "regenerate the manifest (whisper-flamingo prepare manifest) or set on_bad_sample: skip",
+                    reason="sample_count_mismatch", path=header.path)
 
 
 def _library_message(err: BaseException, path: str) -> str:
@@ -188,7 +200,7 @@ def _library_message(err: BaseException, path: str) -> str:
 def load_audio(path: str | os.PathLike, expected_samples: int | None = None) -> np.ndarray:
     """Read an audio file as mono 16 kHz float32 **in int16 units** (see module doc).
 
-    ``expected_samples`` (the manifest's sample count) is checked against the 16 kHz length.
+    ``expected_samples`` (the manifest's sample count) is checked by :func:`sample_count_matches`.
     """
     header = probe_audio(path)
     p = header.path

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -42,7 +43,7 @@ from torch.utils.data import DataLoader
 
 from whisper_flamingo.config import Config
 from whisper_flamingo.data.dataset import Collator, SpeechDataset, TokenizerFactory
-from whisper_flamingo.data.manifest import Record, SplitData, check_records, load_split, resolve_selection
+from whisper_flamingo.data.manifest import Record, SplitData, load_split, resolve_selection
 from whisper_flamingo.data.noise import NoiseBank
 from whisper_flamingo.data.sampler import LengthBatchSampler, batch_bins_from_config
 from whisper_flamingo.data.video import resolve_video_path, video_feature_path
@@ -142,6 +143,17 @@ def check_video_records(records: Sequence[Record], policy: str = "error", featur
         logger.warning("%s: dropped %d of %d records with bad video %s", desc, sum(counts.values()),
                        len(records), dict(counts))
     return kept, counts
+
+
+def _second_sigterm_kills(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the next one (e.g. the loader's own terminate()) ends us
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """A DataLoader worker ignores its first SIGTERM: a group-wide TERM (``timeout``, pre-emption) then
+    stops only the main process, which finishes the step, saves ``last.ckpt`` and shuts the workers down
+    itself (a second TERM, such as the loader's own ``terminate()``, still ends a worker)."""
+    signal.signal(signal.SIGTERM, _second_sigterm_kills)
 
 
 def num_languages_for(n_mels: int) -> int:
@@ -248,8 +260,8 @@ class MuavicDataModule(L.LightningDataModule):
                 logger.warning("English-only model with non-English data %s: the prompt carries no "
                                "language token", others)
         for split in ("train", "valid", "test"):
-            data = load_split(cfg, split, on_bad_sample=policy)
-            kept, counts = check_records(data.records, policy, desc=f"checking {split} audio")
+            data = load_split(cfg, split, on_bad_sample=policy, need_video=self.load_video, probe=True)
+            kept, counts = data.records, Counter()
             if self.load_video:
                 kept, video_counts = check_video_records(kept, policy, self.video_feature_dir,
                                                          desc=f"checking {split} video")
@@ -312,7 +324,7 @@ class MuavicDataModule(L.LightningDataModule):
         workers = self.cfg.num_worker
         return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
                           collate_fn=self._collator(dataset), persistent_workers=False,
-                          pin_memory=torch.cuda.is_available())
+                          pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_sigterm if workers else None)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled length-bucketed batches; the batch sampler carries the epoch."""

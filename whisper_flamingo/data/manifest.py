@@ -27,12 +27,18 @@ X-En (X != en)        ``muavic/X/en/<split>.tsv``                        ``<spli
 A record's language is the language of its *text*: the target language for En-X (prompt
 ``<|X|><|transcribe|>``), the source language for X-En (prompt ``<|X|><|translate|>``).
 
-Filtering, in order: rows with ``n_video_frames <= 0`` are dropped (counted as
-``missing_video``; not an error: MuAViC marks segments without video this way); an empty
+``n_audio_samples`` is the file's native sample count or a 16 kHz count within one mel frame (160
+samples, 10 ms) of its duration (:func:`~whisper_flamingo.data.audio.sample_count_matches`); the
+header pre-pass (:func:`check_records`) replaces it by the 16 kHz count that everything downstream uses.
+``n_video_frames`` 0 marks audio-only data: such rows are kept where no video is read (stage 1) and
+dropped, counted as ``no_video``, where it is (``need_video``).
+
+Filtering, in order: rows without video where video is needed (``no_video``); an empty
 transcript is a bad sample (``empty_transcript``); then train keeps ``n_samples <=
 audio_max_length`` and ``len(text) <= text_max_length``, valid keeps ``n_samples <=
 audio_max_length_val``, test keeps everything; finally valid and test are cut per language file
-to their first ``reduce_val`` records when a cut is set.
+to their first ``reduce_val`` records when a cut is set.  :func:`load_split` prints one line per
+reason for which rows were dropped, with their count.
 
 Errors (:class:`DataError`, one line naming ``file:line``): ``column_count`` and ``bad_field``
 (tsv rows), ``empty_transcript`` (label line), ``missing_file`` (sample count <= 0) are *row*
@@ -214,11 +220,13 @@ def _media_base(root: str, rel: str, data_root: Path) -> str:
 
 
 def read_manifest(spec: ManifestSpec, on_bad_sample: str = "error",
-                  skipped: Counter | None = None, filtered: Counter | None = None) -> list[Record]:
+                  skipped: Counter | None = None, filtered: Counter | None = None,
+                  need_video: bool = False) -> list[Record]:
     """Records of one tsv/label pair, with row errors handled by ``on_bad_sample``.
 
-    Drops rows without video (``filtered["missing_video"]``); bad rows raise (``error``) or are
-    counted in ``skipped`` by reason (``skip``).  No length filter here.
+    Rows with ``n_video_frames <= 0`` (audio-only) are kept, or with ``need_video`` dropped and
+    counted in ``filtered["no_video"]``; bad rows raise (``error``) or are counted in ``skipped`` by
+    reason (``skip``).  No length filter here.
     """
     if on_bad_sample not in POLICIES:
         raise ConfigError(f"on_bad_sample: unknown value {on_bad_sample!r}; use error or skip")
@@ -255,8 +263,8 @@ def read_manifest(spec: ManifestSpec, on_bad_sample: str = "error",
                 raise DataError(f"video frames {frames_s!r} / audio samples {samples_s!r} are not "
                                 "integers; fix the manifest row", reason="bad_field", path=tsv,
                                 line=line) from None
-            if frames <= 0:
-                filtered["missing_video"] += 1
+            if frames <= 0 and need_video:
+                filtered["no_video"] += 1
                 continue
             if samples <= 0:
                 raise DataError(f"audio sample count is {samples} (audio missing when the manifest "
@@ -303,12 +311,32 @@ def filter_records(records: Sequence[Record], split: str, *, audio_max_length: i
     return out
 
 
-def load_split(cfg, split: str, *, on_bad_sample: str | None = None, reduce: bool = True) -> SplitData:
+#: why rows were dropped, for the summary lines of :func:`load_split` (``{cfg}``: the config)
+DROP_REASONS: dict[str, str] = {
+    "no_video": "n_video_frames is 0 (audio-only rows) and this task reads video",
+    "audio_too_long": "audio longer than audio_max_length (train) / audio_max_length_val (valid)",
+    "text_too_long": "transcript longer than text_max_length characters",
+    "reduce_val": "beyond the reduce_val cut of the validation/test set",
+}
+
+
+def log_drops(split: str, filtered: Counter, skipped: Counter) -> None:
+    """One line per reason a row of ``split`` was dropped: the count and what it means."""
+    for reason, n in sorted(filtered.items()):
+        logger.info("%s: dropped %d rows: %s (%s)", split, n, reason, DROP_REASONS.get(reason, reason))
+    for reason, n in sorted(skipped.items()):
+        logger.warning("%s: dropped %d bad rows: %s (on_bad_sample: skip)", split, n, reason)
+
+
+def load_split(cfg, split: str, *, on_bad_sample: str | None = None, reduce: bool = True,
+               need_video: bool = False, probe: bool = False) -> SplitData:
     """All records of ``split`` for the data selection of ``cfg`` (languages concatenated).
 
     ``cfg`` needs ``muavic_root, lrs2_root, lang, whisper_task, vc2, vc2_path, audio_max_length,
     text_max_length, audio_max_length_val, reduce_val, on_bad_sample``.  ``reduce=False`` keeps
-    the whole valid/test sets (decoding).
+    the whole valid/test sets (decoding).  ``need_video``: drop audio-only rows (``no_video``).
+    ``probe``: run the audio header pre-pass (:func:`check_records`) before the length filters, so
+    that they see 16 kHz sample counts; its bad files count in ``skipped``.
     """
     policy = on_bad_sample or getattr(cfg, "on_bad_sample", "error")
     sel = resolve_selection(cfg.lang, getattr(cfg, "whisper_task", "auto"), getattr(cfg, "reduce_val", None),
@@ -317,8 +345,11 @@ def load_split(cfg, split: str, *, on_bad_sample: str | None = None, reduce: boo
     for lang in sel.langs:
         spec = manifest_spec(sel, lang, split, cfg.muavic_root, getattr(cfg, "lrs2_root", ""),
                              getattr(cfg, "vc2_path", ""))
-        recs = read_manifest(spec, policy, data.skipped, data.filtered)
+        recs = read_manifest(spec, policy, data.skipped, data.filtered, need_video=need_video)
         n_read = len(recs)
+        if probe:
+            recs, bad = check_records(recs, policy, desc=f"checking {split} audio")
+            data.skipped.update(bad)
         recs = filter_records(recs, split, audio_max_length=cfg.audio_max_length,
                               text_max_length=cfg.text_max_length,
                               audio_max_length_val=getattr(cfg, "audio_max_length_val", 480000),
@@ -328,27 +359,26 @@ def load_split(cfg, split: str, *, on_bad_sample: str | None = None, reduce: boo
                     spec.task if lang != "en" or sel.lrs2 else "transcribe", len(recs), n_read, hours,
                     spec.tsv)
         data.records.extend(recs)
-    if data.filtered:
-        logger.info("%s: filtered %s", split, dict(data.filtered))
-    if data.skipped:
-        logger.warning("%s: skipped bad manifest rows %s", split, dict(data.skipped))
+    log_drops(split, data.filtered, data.skipped)
     return data
 
 
-def _probe(record: Record) -> DataError | None:
+def _probe(record: Record) -> DataError | int:
+    """The record's 16 kHz sample count from its header, or why the file is unusable."""
     try:
         header = probe_audio(record.audio_path)
         check_sample_count(header, record.n_samples)
     except DataError as err:
         return err
-    return None
+    return header.frames_16k
 
 
 def check_records(records: Sequence[Record], policy: str = "error", desc: str = "checking audio",
                   workers: int = 8) -> tuple[list[Record], Counter]:
     """Header-only pre-pass over all records: exists, non-empty, readable, not cut, sample count.
 
-    Returns the usable records and the number of bad ones per reason.  ``policy="error"``
+    Returns the usable records (their ``n_samples`` set to the 16 kHz count, whichever accepted
+    count the manifest gave) and the number of bad ones per reason.  ``policy="error"``
     raises a :class:`DataError` for the first bad record (naming the manifest line and the audio
     file, and how many others are bad); ``"skip"`` drops them.  Headers are read in ``workers``
     threads (I/O bound).
@@ -362,7 +392,8 @@ def check_records(records: Sequence[Record], policy: str = "error", desc: str = 
         results: Iterable = pool.map(_probe, records, chunksize=64)
         for rec, err in tqdm(zip(records, results), total=len(records), desc=desc, unit="file",
                              disable=len(records) < 1000, leave=False):
-            if err is None:
+            if not isinstance(err, DataError):
+                rec.n_samples = err
                 kept.append(rec)
                 continue
             counts[err.reason] += 1

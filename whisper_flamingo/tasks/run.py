@@ -12,12 +12,23 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from whisper_flamingo.config import Config, save_config
+from whisper_flamingo.errors import WFError
 from whisper_flamingo.logs import route_library_logs
 from whisper_flamingo.models.params import count_parameters, human
 from whisper_flamingo.tasks.registry import task_for
-from whisper_flamingo.tasks.trainer import LAST, build_trainer
+from whisper_flamingo.tasks.trainer import LAST, SigtermStop, StopOnSigterm, build_trainer
 
 log = logging.getLogger(__name__)
+
+
+class TrainingStopped(WFError):
+    """Training ended early on SIGTERM; the message says where ``last.ckpt`` is and how to resume."""
+
+
+def _stopped_message(cfg: Config, step: int | None, last: Path) -> str:
+    at = f"at step {step}" if step is not None else "before the current step ended"
+    saved = f"{last} saved" if step is not None else f"{last} holds the last periodic save"
+    return (f"stopped by SIGTERM {at}; {saved}; resume with the same command plus resume_training=true")
 
 
 def train(cfg: Config) -> Path:
@@ -27,6 +38,7 @@ def train(cfg: Config) -> Path:
     spec = task_for(cfg)
     cfg.task = spec.name  # the saved config names the task it trained
 
+    cfg.check_paths()  # every missing input path in one error, before anything is loaded
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_dir = cfg.checkpoint_dir
     last = ckpt_dir / LAST
@@ -48,13 +60,23 @@ def train(cfg: Config) -> Path:
     if trainer.is_global_zero:
         save_config(cfg, ckpt_dir)
         log.info("resolved config saved to %s", ckpt_dir / "config.yaml")
-    if resume:
-        log.info("resuming from %s", last)
-        trainer.fit(task, datamodule=datamodule, ckpt_path=str(last))
-    else:
-        if cfg.validate_before_training and datamodule.val_names:
-            trainer.validate(task, datamodule=datamodule, verbose=False)
-        trainer.fit(task, datamodule=datamodule)
+    stopper = next(c for c in trainer.callbacks if isinstance(c, StopOnSigterm))
+    try:
+        if resume:
+            log.info("resuming from %s", last)
+            trainer.fit(task, datamodule=datamodule, ckpt_path=str(last))
+        else:
+            if cfg.validate_before_training and datamodule.val_names:
+                trainer.validate(task, datamodule=datamodule, verbose=False)
+            trainer.fit(task, datamodule=datamodule)
+    except SigtermStop as stop:
+        raise TrainingStopped(_stopped_message(cfg, stop.step, last)) from None
+    except Exception as err:
+        if not stopper.requested:
+            raise
+        # SIGTERM also reached a component that could not finish the step (e.g. a data loader worker)
+        log.debug("after SIGTERM: %r", err)
+        raise TrainingStopped(_stopped_message(cfg, None, last)) from None
     if trainer.is_global_zero:
         log.info("training finished at step %d; checkpoints in %s", trainer.global_step, ckpt_dir)
     return ckpt_dir
