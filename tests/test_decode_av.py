@@ -9,6 +9,7 @@ recomputes the whole decoder at every step, the video changes the result, and ba
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -191,3 +192,25 @@ def test_av_fusion_none_decodes_the_audio_part_as_the_original(tiny_video_corpus
     assert summary["provenance"]["architecture"].startswith("whisper (the audio part")
     with pytest.raises(ConfigError, match="--av_fusion None"):
         run_decode(_settings(tiny_video_corpus, models["open"], tmp_path / "x", ["avsr"], av_fusion="None"))
+
+
+def test_audio_visual_decode_leaves_out_audio_only_rows_and_says_so(tiny_video_corpus, tmp_path, caplog):
+    """A manifest row with 0 video frames (audio-only, legitimate for stage 1) is read by an asr decode
+    and left out, with a warning naming the manifest, when the decode reads video."""
+    from corpus_utils import write_manifest
+
+    from whisper_flamingo.decoding.runner import load_records
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_video_corpus, root)
+    tsv, lab = root / "muavic" / "en" / "test.tsv", root / "muavic" / "en" / "test.en"
+    lines = tsv.read_text().splitlines()
+    rows = [tuple(x.split("\t")) + (t,) for x, t in zip(lines[1:], lab.read_text().splitlines())]
+    rows[0] = (rows[0][0], "-", rows[0][2], 0, rows[0][4], rows[0][5])
+    write_manifest(tsv, lab, rows, root_line=lines[0])
+    asr = _settings(root, tmp_path / "x.pt", tmp_path / "o", ["asr"])
+    assert len(load_records(asr, "en")) == len(rows)
+    with caplog.at_level("WARNING"):
+        av = load_records(_settings(root, tmp_path / "x.pt", tmp_path / "o", ["asr", "avsr"]), "en")
+    assert len(av) == len(rows) - 1 and rows[0][0] not in {r.id for r in av}
+    assert "1 audio-only rows" in caplog.text and "test.tsv" in caplog.text

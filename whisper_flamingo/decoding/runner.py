@@ -244,10 +244,15 @@ def load_records(settings: DecodeSettings, lang: str) -> list:
     from whisper_flamingo.data.manifest import filter_records, manifest_spec, read_manifest, resolve_selection
 
     sel = resolve_selection(lang, settings.task, reduce_val=0)
+    need_video = any(m != "asr" for m in settings.modalities)
     records = []
     for code in sel.langs:
         spec = manifest_spec(sel, code, settings.split, settings.muavic_root, settings.lrs2_root)
-        recs = read_manifest(spec, settings.on_bad_sample)
+        filtered: Counter = Counter()
+        recs = read_manifest(spec, settings.on_bad_sample, filtered=filtered, need_video=need_video)
+        if filtered.get("no_video"):
+            log.warning("%s: %d audio-only rows (0 video frames) left out: --modalities %s reads video",
+                        spec.tsv, filtered["no_video"], ",".join(settings.modalities))
         if settings.split == "valid":
             recs = filter_records(recs, "valid", audio_max_length=N_SAMPLES_30S, text_max_length=10**9)
         records.extend(recs)
