@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo-av": ("demo_av", "run the audio-visual (stage 1 + stage 2) demo on generated data"),
     "extract-video-features": ("extract_video_features",
                                "run a frozen video encoder over a manifest and store per-utterance features"),
+    "extract-tag-features": ("extract_tag_features",
+                             "run a frozen Whisper over tagging lists and store pooled encoder-layer features"),
     "models": ("models", "list the registered model configurations (family, parameters, where weights come from)"),
 }
 
