@@ -46,7 +46,7 @@ def test_models_command_lists_every_registered_configuration(capsys, monkeypatch
     listed = _models_json(capsys)
     assert [r["name"] for r in listed] == list_models() and len(listed) >= 25
     assert {r["family"] for r in listed} == set(families()) == {"whisper", "lip-frontend", "avhubert",
-                                                                "whisper-flamingo"}
+                                                                "whisper-flamingo", "whisper-at"}
     assert all(r["weights"] and r["parameters"] > 0 for r in listed)
     assert {f"whisper-{s}" for s in WHISPER_SIZES} <= {r["name"] for r in listed}
     # the table shows the same names, and a family filter keeps only that family

@@ -46,6 +46,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "whisper_flamingo.models.lip_frontends",
     "whisper_flamingo.models.avhubert",
     "whisper_flamingo.models.flamingo",
+    "whisper_flamingo.models.whisper_at",
 )
 
 Builder = Callable[..., nn.Module]

@@ -283,9 +283,11 @@ class AudioEncoder(nn.Module):
         self.ln_post = LayerNorm(n_state)
         self._warned_crop = False
 
-    def forward(self, mel: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def forward(self, mel: Tensor, lengths: Tensor | None = None, taps: list[Tensor] | None = None) -> Tensor:
         """``mel`` (B, n_mels, T) -> features (B, min(ceil(T/2), n_ctx), d); ``lengths`` (B,): real mel
-        frames per utterance (key-padding masks, see the class doc), None: no masks."""
+        frames per utterance (key-padding masks, see the class doc), None: no masks.  ``taps``: a list
+        that receives every block's output (B, T', d), before ``ln_post`` (Whisper-AT's features); the
+        returned features are the same with or without it."""
         n_frames = mel.shape[-1]
         if n_frames > 2 * self.n_ctx:
             if not self._warned_crop:
@@ -308,6 +310,8 @@ class AudioEncoder(nn.Module):
         x = (x + self.positional_embedding[: x.shape[1]]).to(x.dtype)
         for block in self.blocks:
             x = block(x, valid=valid)
+            if taps is not None:
+                taps.append(x)
         return self.ln_post(x)
 
 
@@ -411,6 +415,13 @@ class Whisper(nn.Module):
         """Encoder features (B, T', d) for ``mel`` (B, n_mels, T): T' = ceil(T/2) cropped to n_audio_ctx
         (``mel_frames``: real frames per utterance, used with ``use_padding_mask``)."""
         return self.encoder(mel, self.mel_lengths(mel, mel_frames))
+
+    def embed_audio_layers(self, mel: Tensor, mel_frames: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(features, layers)`` from one encoder pass: ``features`` exactly as :meth:`embed_audio`,
+        ``layers`` (B, n_audio_layer, T', d) every block's output before ``ln_post`` (Whisper-AT's tap)."""
+        taps: list[Tensor] = []
+        features = self.encoder(mel, self.mel_lengths(mel, mel_frames), taps=taps)
+        return features, torch.stack(taps, dim=1)
 
     def audio_valid(self, audio_features: Tensor, mel_frames: Tensor | None = None) -> Tensor | None:
         """Key mask (B, T') of the encoder output (True = real frame); None without ``use_padding_mask``."""
