@@ -49,7 +49,9 @@ Tap = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 def block_outputs(model: nn.Module, mel: torch.Tensor) -> torch.Tensor:
     """The output of every encoder block (before ``ln_post``), stacked: ``[B, L, T', D]``.
 
-    Taken with forward hooks, so the encoder runs exactly as for transcription."""
+    The model's own tap (``embed_audio_layers``, the one transcription with tags uses), else forward hooks."""
+    if hasattr(model, "embed_audio_layers"):
+        return model.embed_audio_layers(mel)[1]
     outs: list[torch.Tensor] = []
     hooks = [b.register_forward_hook(lambda _m, _i, o: outs.append(o)) for b in model.encoder.blocks]
     try:

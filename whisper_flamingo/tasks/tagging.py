@@ -15,7 +15,8 @@ lr = step / warmup_steps * lr).  An epoch is ``validate_every_n_batches`` optimi
 "epoch" is 10 % of a pass).  After every epoch the head's state dict is kept
 (``<checkpoint_dir>/epochs/epoch-NNN.pt``), metrics (mAP, mAUC, d-prime, accuracy; see
 :mod:`whisper_flamingo.decoding.tagging_metrics`) go to TensorBoard and to ``result.csv``, and the
-held-out ``eval`` list is also scored with the checkpoint ensemble (``cum_mAP``).  With ``wa_start``
+held-out list ``data_eval`` (logged as ``test/*``; without it ``test/*`` repeats ``val/*``, as Whisper-AT
+validates on its eval set) is also scored with the checkpoint ensemble (``test/cum_mAP``).  With ``wa_start``
 the epochs ``wa_start..wa_end`` are averaged at the end of training, the model takes the averaged
 weights (saved as ``head_wa.pt``) and is scored again (``wa_result.csv``).
 """
@@ -86,7 +87,7 @@ def build_tagging_model(cfg: Config) -> nn.Module:
     if not cfg.tagging_model:
         raise ConfigError("key 'tagging_model' is empty; name a tagging head (e.g. whisper-at-tltr-tiny.en; "
                           "`whisper-flamingo models` lists them)")
-    if not cfg.monitor.startswith(("val/", "eval/")):
+    if not cfg.monitor.startswith(("val/", "test/")):
         raise ConfigError(f"key 'monitor' is {cfg.monitor!r}, which the tagging task does not log; use e.g. val/mAP "
                           "(or val/acc)")
     n = len(labels_of(cfg))
@@ -104,7 +105,7 @@ class TaggingDataModule(pl.LightningDataModule):
             raise ConfigError(f"tagging input kind {kind!r} is not available here (known: "
                               f"{', '.join(sorted(INPUT_KINDS))}); the model family that needs it registers it")
         self.cfg, self.kind = cfg, kind
-        self.val_names: list[str] = ["val"] + (["eval"] if cfg.data_eval else [])
+        self.val_names: list[str] = ["val"] + (["test"] if cfg.data_eval else [])
         self.datasets: dict[str, TaggingDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -118,7 +119,7 @@ class TaggingDataModule(pl.LightningDataModule):
         self.labels = labels
         loader = INPUT_KINDS[self.kind](cfg)
         self.collator = TagCollator(loader, len(labels))
-        lists = {"train": cfg.data_train, "val": cfg.data_val, "eval": cfg.data_eval}
+        lists = {"train": cfg.data_train, "val": cfg.data_val, "test": cfg.data_eval}
         for name, path in lists.items():
             if not path:
                 continue
@@ -253,12 +254,15 @@ class TaggingTask(pl.LightningModule):
             scores, targets = np.concatenate(acc["scores"]), np.concatenate(acc["targets"])
             m = self.score(name, scores, targets)
             m["loss"] = sum(acc["loss"]) / len(scores)
-            if name == "eval" and fitting:
+            if name == "test" and fitting:
                 ens = self.ensemble.setdefault(name, RunningMean())
                 cum = self.score(name, ens.add(scores), targets)
                 m["cum_mAP"], m["cum_mAUC"] = cum["mAP"], cum["mAUC"]
-            for k, v in m.items():
-                self.log(f"{name}/{k}", float(v), add_dataloader_idx=False, sync_dist=False)
+            # without data_eval the validation list is also the test set (Whisper-AT validates on its eval set);
+            # the trainer keeps the best checkpoint by val/<metric> and by test/<metric>
+            for prefix in [name] + (["test"] if name == "val" and "test" not in self.val_names else []):
+                for k, v in m.items():
+                    self.log(f"{prefix}/{k}", float(v), add_dataloader_idx=False, sync_dist=False)
             if name == "val":
                 row.update({k: m[k] for k in ("mAP", "mAUC", "dprime", "acc")}, valid_loss=m["loss"])
             if "cum_mAP" in m:
