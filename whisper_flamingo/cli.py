@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "convert Whisper weights between openai-whisper, CTranslate2 and Hugging Face"),
     "prepare": ("prepare", "prepare data (e.g. the synthetic MuAViC-format demo corpus)"),
     "demo": ("demo", "run the end-to-end demo on generated data"),
+    "demo-tag": ("demo_tag", "run the Whisper-AT tagging demo (synthetic clips, tiny.en features, TL-TR, jfk.flac)"),
     "demo-av": ("demo_av", "run the audio-visual (stage 1 + stage 2) demo on generated data"),
     "extract-video-features": ("extract_video_features",
                                "run a frozen video encoder over a manifest and store per-utterance features"),
