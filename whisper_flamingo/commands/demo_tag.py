@@ -2,7 +2,10 @@
 
 1. ``prepare synthetic-tagging``: 10-s clips mixing eSpeak speech with generated sounds, AudioSet labels;
 2. ``extract-tag-features``: frozen ``tiny.en`` encoder layers, pooled to ``[4, 25, 384]`` per clip;
-3. ``train config/tagging/whisper_at_demo.yaml``: a TL-TR head (weight-averaged over its last epochs);
+3. ``train config/tagging/whisper_at_demo.yaml``: a TL-TR head (weight-averaged over its last epochs) over the 8
+   classes the set uses (``class_labels_used.csv``: a 527-way BCE learns them far more slowly than a CPU demo
+   allows), then expanded to the 527 AudioSet outputs (the trained rows at their AudioSet indices, every other
+   class a constant logit of -30), so the head works with ``transcribe`` / ``parse_at_label``;
 4. mAP on the held-out eval split (classes present there; voices unseen in training);
 5. ``transcribe(..., at_head=head, at_time_res=10)`` of ``../shared/data/jfk.flac`` and its top tag per
    10-s segment.
@@ -47,11 +50,33 @@ def _prepare(data: Path, args: argparse.Namespace) -> None:
     stamp = data / "tagging.json"
     want = {"seed": args.seed, "sizes": {"train": args.train, "valid": args.valid, "eval": args.eval}}
     have = json.loads(stamp.read_text()) if stamp.is_file() else {}
-    if {k: have.get(k) for k in want} != want:
+    if {k: have.get(k) for k in want} != want or not (data / "class_labels_used.csv").is_file():
         _cli(["prepare", "synthetic-tagging", "--out", str(data), "--seed", str(args.seed), "--train",
               str(args.train), "--valid", str(args.valid), "--eval", str(args.eval), "--no-progress"])
     else:
         log.info("reusing the tagging set in %s", data)
+
+
+def expand_classes(head, labels, target, floor: float = -30.0):
+    """A copy of TL-TR ``head`` (trained on ``labels``) with ``target``'s classes: the trained output rows at
+    the target indices of their mids, other classes weight 0 and bias ``floor``."""
+    import dataclasses
+
+    import torch
+
+    from whisper_flamingo.models.whisper_at import TLTR
+
+    big = TLTR(dataclasses.replace(head.cfg, label_dim=len(target))).eval()
+    state = {k: v for k, v in head.state_dict().items() if not k.startswith("mlp_layer.1.")}
+    weight = torch.zeros_like(big.mlp_layer[1].weight)
+    bias = torch.full_like(big.mlp_layer[1].bias, floor)
+    for i, mid in enumerate(labels.mids):
+        j = target.index(mid)
+        if j is None:
+            raise WFError(f"{labels.path}: class {mid!r} is not in {target.path}")
+        weight[j], bias[j] = head.mlp_layer[1].weight[i], head.mlp_layer[1].bias[i]
+    big.load_state_dict({**state, "mlp_layer.1.weight": weight, "mlp_layer.1.bias": bias})
+    return big
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     t = time.perf_counter()
     overrides = [f"data_train={lists[0]}", f"data_val={lists[1]}", f"data_eval={lists[2]}", f"feature_dir={feat}",
-                 f"label_csv={data / 'class_labels_indices.csv'}", f"log_output_dir={out / 'logs'}",
+                 f"label_csv={data / 'class_labels_used.csv'}", f"log_output_dir={out / 'logs'}",
                  f"check_output_dir={out / 'checkpoints'}", f"train_id={run_id}", f"seed={args.seed}",
                  f"model_name={args.model}", "resume_training=true"]
     if args.steps:
@@ -95,13 +120,14 @@ def run(args: argparse.Namespace) -> int:
     from whisper_flamingo.models.registry import create
 
     cfg = load_config(args.config, overrides)
-    head = create(cfg.tagging_model)
+    used = read_label_csv(cfg.label_csv)
+    head = create(cfg.tagging_model, label_dim=len(used))
     if (ckpt / "head_wa.pt").is_file():
         head.load_state_dict(torch.load(ckpt / "head_wa.pt", map_location="cpu", weights_only=True))
     else:
         state = torch.load(ckpt / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
         head.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-    head_path = save_tltr(head.eval(), out / "at_head.pt")
+    head_path = save_tltr(expand_classes(head.eval(), used, read_label_csv()), out / "at_head.pt")
     head = TLTR.from_checkpoint(head_path)
 
     t = time.perf_counter()

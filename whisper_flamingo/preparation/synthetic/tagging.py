@@ -12,6 +12,7 @@ Layout under ``out``::
     audio/{train,valid,eval}/<split>_NNNNN.wav      16 kHz mono int16
     {train,valid,eval}.json                         {"data": [{"wav": "audio/...", "labels": "mid,mid"}]}
     class_labels_indices.csv                        the 527 AudioSet classes (index,mid,display_name)
+    class_labels_used.csv                           only the classes used here (their AudioSet mids and names)
     tagging.json                                    seed, sizes, classes used
 
 The same seed and sizes give the same files.
@@ -206,5 +207,8 @@ def generate_tagging_set(out: str | Path, seed: int = 0, n_train: int = 240, n_v
     bar.close()
     label_csv = out / "class_labels_indices.csv"
     shutil.copyfile(AUDIOSET_LABELS, label_csv)
+    used = [(mid[n], n) for n in [*EVENTS.values(), SILENCE]]
+    (out / "class_labels_used.csv").write_text(
+        "index,mid,display_name\n" + "".join(f'{i},{m},"{n}"\n' for i, (m, n) in enumerate(used)), encoding="utf-8")
     (out / STAMP).write_text(json.dumps({"seed": seed, "sizes": sizes, "classes": mid}, indent=1), encoding="utf-8")
     return TaggingSetInfo(out.resolve(), sizes, lists, label_csv, time.perf_counter() - t0)
