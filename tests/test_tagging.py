@@ -252,3 +252,20 @@ def test_tagging_task_trains_and_lowers_the_loss(tmp_path, small_head):
         pytest.approx([3e-3, 3e-3 * 0.5, 3e-3 * 0.25, 3e-3 * 0.125])
     assert (out / "head_wa.pt").is_file() and (out / "wa_result.csv").is_file()
     assert lst.with_name("list_weight.csv").is_file()
+
+
+def test_demo_head_expands_to_the_audioset_classes(tmp_path):
+    from whisper_flamingo.commands.demo_tag import expand_classes
+    from whisper_flamingo.models.whisper_at import build_tltr
+
+    csv = tmp_path / "used.csv"
+    csv.write_text(f'index,mid,display_name\n0,{MUSIC},"Music"\n1,{SPEECH},"Speech"\n')
+    torch.manual_seed(0)
+    head = build_tltr(n_layer=2, rep_dim=16, label_dim=2).eval()
+    big = expand_classes(head, read_label_csv(csv), read_label_csv())
+    x = torch.randn(3, 2, 25, 16)
+    with torch.no_grad():
+        small, full = head(x), big(x)
+    assert full.shape == (3, 527)
+    assert torch.allclose(full[:, 137], small[:, 0]) and torch.allclose(full[:, 0], small[:, 1])
+    assert torch.all(full[:, 1:137] == -30.0)
