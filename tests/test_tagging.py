@@ -269,3 +269,23 @@ def test_demo_head_expands_to_the_audioset_classes(tmp_path):
     assert full.shape == (3, 527)
     assert torch.allclose(full[:, 137], small[:, 0]) and torch.allclose(full[:, 0], small[:, 1])
     assert torch.all(full[:, 1:137] == -30.0)
+
+
+def test_synthetic_tagging_set_is_labelled_with_audioset_classes(tmp_path):
+    from whisper_flamingo.preparation.synthetic.tagging import generate_tagging_set
+
+    info = generate_tagging_set(tmp_path / "set", seed=3, n_train=8, n_valid=2, n_eval=3, progress=False)
+    labels = read_label_csv(info.label_csv)
+    used = read_label_csv(tmp_path / "set" / "class_labels_used.csv")
+    assert len(labels) == 527 and "Dial tone" in used.names and all(m in labels.mids for m in used.mids)
+    for split, n in (("train", 8), ("valid", 2), ("eval", 3)):
+        recs = read_tagging_list(info.lists[split], used)
+        assert len(recs) == n
+        for r in recs:
+            audio, sr = sf.read(r.wav, dtype="int16")
+            assert sr == 16000 and len(audio) == 160000 and r.labels
+            silence = used.names.index("Silence")
+            assert (silence not in r.labels) or r.labels == (silence,)
+    first = (tmp_path / "set" / "train.json").read_text()
+    generate_tagging_set(tmp_path / "set", seed=3, n_train=8, n_valid=2, n_eval=3, progress=False)
+    assert (tmp_path / "set" / "train.json").read_text() == first
