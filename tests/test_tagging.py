@@ -289,3 +289,25 @@ def test_synthetic_tagging_set_is_labelled_with_audioset_classes(tmp_path):
     first = (tmp_path / "set" / "train.json").read_text()
     generate_tagging_set(tmp_path / "set", seed=3, n_train=8, n_valid=2, n_eval=3, progress=False)
     assert (tmp_path / "set" / "train.json").read_text() == first
+
+
+def test_synthetic_tagging_set_has_esc50_folds_and_sat_tables(tmp_path):
+    from whisper_flamingo.preparation.synthetic.tagging import generate_tagging_set
+
+    generate_tagging_set(tmp_path / "s", seed=1, n_train=3, n_valid=1, n_eval=1, progress=False)
+    esc = tmp_path / "s" / "esc50"
+    labels = read_label_csv(esc / "esc_class_labels_indices.csv")
+    folds = [read_tagging_list(esc / f"esc_eval_data_{k}.json", labels) for k in range(1, 6)]
+    assert all(len(f) == len(labels) == 8 for f in folds)  # one clip per class and fold, single-label
+    assert all(len(r.labels) == 1 for f in folds for r in f)
+    assert sorted(r.labels[0] for r in folds[0]) == list(range(8))
+    train1 = {r.wav for r in read_tagging_list(esc / "esc_train_data_1.json", labels)}
+    assert train1 == {r.wav for f in folds[1:] for r in f} and not train1 & {r.wav for r in folds[0]}
+    assert sf.info(folds[2][0].wav).duration == 5.0
+    tsv = (tmp_path / "s" / "sat" / "train.tsv").read_text().splitlines()
+    psl = [line.split("\t") for line in (tmp_path / "s" / "sat" / "psl_chunked2s.tsv").read_text().splitlines()]
+    assert tsv[0].split("\t") == ["filename", "labels", "duration", "hdf5path"] and len(tsv) == 4
+    assert psl[0] == ["filename", "start", "end", "prob", "idxs"] and len(psl) == 1 + 3 * 5
+    for _, start, end, prob, idxs in psl[1:]:
+        assert float(end) - float(start) == 2.0 and len(prob.split(";")) == len(idxs.split(";"))
+        assert all(0.0 < float(p) <= 1.0 for p in prob.split(";"))

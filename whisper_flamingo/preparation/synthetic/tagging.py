@@ -14,6 +14,10 @@ Layout under ``out``::
     class_labels_indices.csv                        the 527 AudioSet classes (index,mid,display_name)
     class_labels_used.csv                           only the classes used here (their AudioSet mids and names)
     tagging.json                                    seed, sizes, classes used
+    esc50/esc_{train,eval}_data_<k>.json            ESC-50's shape: 5 folds of single-label 5-s clips (fold k = test),
+    esc50/esc_class_labels_indices.csv, esc50/audio  ``esc_per_class`` clips per class and fold (the 8 classes)
+    sat/train.tsv, sat/psl_chunked2s.tsv            SAT's tables for the train split (§3.5 columns; TSV, not parquet;
+                                                    no HDF5: hdf5path is empty, filename is relative to sat/)
 
 The same seed and sizes give the same files.
 """
@@ -141,26 +145,82 @@ def _speech(pool: list[np.ndarray]) -> Callable[[np.random.Generator, int], tupl
     return make
 
 
-def compose_clip(rng: np.random.Generator, speech_pool: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:
-    """One clip (int16) and the display names of its classes."""
-    n = int(CLIP_SECONDS * SR)
+def compose_clip(rng: np.random.Generator, speech_pool: list[np.ndarray], seconds: float = CLIP_SECONDS,
+                 events: list[str] | None = None) -> tuple[np.ndarray, list[str], list[tuple[str, float, float]]]:
+    """One clip (int16), the display names of its classes and the events' spans ``(name, start_s, end_s)``;
+    ``events`` (keys of :data:`EVENTS`, ``[]`` = silence) instead of a random draw."""
+    n = int(seconds * SR)
     makers = {"speech": _speech(speech_pool), "music": _music, "sine": _sine, "beep": _beep, "dial": _dial,
               "white": _noise("white"), "pink": _noise("pink")}
-    k = int(rng.choice([0, 1, 2, 3], p=[0.1, 0.35, 0.35, 0.2]))
-    names = list(EVENTS)
-    weights = np.array([2.5 if e == "speech" else 1.0 for e in names])
-    chosen = list(rng.choice(names, size=k, replace=False, p=weights / weights.sum())) if k else []
+    if events is None:
+        k = int(rng.choice([0, 1, 2, 3], p=[0.1, 0.35, 0.35, 0.2]))
+        names = list(EVENTS)
+        weights = np.array([2.5 if e == "speech" else 1.0 for e in names])
+        chosen = list(rng.choice(names, size=k, replace=False, p=weights / weights.sum())) if k else []
+    else:
+        chosen = list(events)
     mix = rng.standard_normal(n) * 10 ** (float(rng.uniform(-75, -65)) / 20)  # room tone
+    spans = []
     for ev in chosen:
         start, x = makers[ev](rng, n)
         if len(x) == 0:
             continue
         mix[start:start + len(x)] += _level(x, float(rng.uniform(-30, -16)))
+        spans.append((EVENTS[ev], start / SR, (start + len(x)) / SR))
     peak = float(np.abs(mix).max())
     if peak > 0.95:
         mix *= 0.95 / peak
     labels = [EVENTS[e] for e in chosen] or [SILENCE]
-    return np.clip(np.round(mix * 32768), -32768, 32767).astype(np.int16), labels
+    return np.clip(np.round(mix * 32768), -32768, 32767).astype(np.int16), labels, spans
+
+
+def _write_esc50_like(out: Path, seed: int, pool: list[np.ndarray], mid: dict[str, str], per_class: int) -> None:
+    """ESC-50's shape: 5 folds of single-label 5-s clips; ``esc_{train,eval}_data_<k>.json`` (fold k = test)."""
+    import soundfile as sf
+
+    classes = [*EVENTS, "silence"]
+    folds: dict[int, list[dict[str, str]]] = {}
+    for fold in range(1, 6):
+        rng = np.random.default_rng([seed, 100 + fold])
+        folds[fold] = []
+        for c in classes:
+            for i in range(per_class):
+                pcm, names, _ = compose_clip(rng, pool, 5.0, [] if c == "silence" else [c])
+                rel = f"audio/{fold}-{c}-{i}.wav"
+                (out / "audio").mkdir(parents=True, exist_ok=True)
+                sf.write(str(out / rel), pcm, SR, subtype="PCM_16", format="WAV")
+                folds[fold].append({"wav": rel, "labels": mid[names[0]]})
+    for k in range(1, 6):
+        train = [r for f in range(1, 6) if f != k for r in folds[f]]
+        (out / f"esc_train_data_{k}.json").write_text(json.dumps({"data": train}, indent=1), encoding="utf-8")
+        (out / f"esc_eval_data_{k}.json").write_text(json.dumps({"data": folds[k]}, indent=1), encoding="utf-8")
+    names = [*EVENTS.values(), SILENCE]
+    (out / "esc_class_labels_indices.csv").write_text(
+        "index,mid,display_name\n" + "".join(f'{i},{mid[n]},"{n}"\n' for i, n in enumerate(names)), encoding="utf-8")
+
+
+def _write_sat_tables(out: Path, rows: list[tuple[str, list[str], list[tuple[str, float, float]]]],
+                      index: dict[str, int], chunk: float = 2.0) -> None:
+    """SAT's training TSV (filename, labels as ;-joined indices, duration, hdf5path: empty, we write no HDF5)
+    and a pseudo-strong-label table (filename, start, end, prob, idxs) per ``chunk`` seconds, from the known
+    event spans: prob = the share of the chunk the event covers (Silence where nothing sounds)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tsv = ["filename\tlabels\tduration\thdf5path"]
+    psl = ["filename\tstart\tend\tprob\tidxs"]
+    for rel, names, spans in rows:
+        tsv.append(f"{rel}\t{';'.join(str(index[n]) for n in names)}\t{CLIP_SECONDS:g}\t")
+        for c in range(int(CLIP_SECONDS / chunk)):
+            a, b = c * chunk, (c + 1) * chunk
+            cover: dict[str, float] = {}
+            for name, s0, s1 in spans:
+                frac = max(0.0, min(b, s1) - max(a, s0)) / chunk
+                if frac >= 0.05:
+                    cover[name] = max(cover.get(name, 0.0), frac)
+            top = sorted((cover or {SILENCE: 1.0}).items(), key=lambda kv: -kv[1])
+            psl.append(f"{rel}\t{a:g}\t{b:g}\t{';'.join(f'{v:.3f}' for _, v in top)}\t"
+                       f"{';'.join(str(index[n]) for n, _ in top)}")
+    (out / "train.tsv").write_text("\n".join(tsv) + "\n", encoding="utf-8")
+    (out / f"psl_chunked{chunk:g}s.tsv").write_text("\n".join(psl) + "\n", encoding="utf-8")
 
 
 @dataclass
@@ -173,7 +233,7 @@ class TaggingSetInfo:
 
 
 def generate_tagging_set(out: str | Path, seed: int = 0, n_train: int = 240, n_valid: int = 40, n_eval: int = 60,
-                         progress: bool = True) -> TaggingSetInfo:
+                         progress: bool = True, esc_per_class: int = 1) -> TaggingSetInfo:
     """Write the set (module doc); an existing folder must be empty or a previous set (replaced)."""
     import soundfile as sf
     from tqdm import tqdm
@@ -190,6 +250,7 @@ def generate_tagging_set(out: str | Path, seed: int = 0, n_train: int = 240, n_v
     pool = synthesize_speech(seed)
     sizes = {"train": n_train, "valid": n_valid, "eval": n_eval}
     lists = {}
+    sat_rows: list[tuple[str, list[str], list[tuple[str, float, float]]]] = []
     bar = tqdm(total=sum(sizes.values()), desc="clips", unit="clip", disable=not progress)
     for split_no, (split, count) in enumerate(sizes.items()):
         rng = np.random.default_rng([seed, split_no])
@@ -197,14 +258,21 @@ def generate_tagging_set(out: str | Path, seed: int = 0, n_train: int = 240, n_v
         folder.mkdir(parents=True, exist_ok=True)
         data = []
         for i in range(count):
-            pcm, names = compose_clip(rng, pool.train if split == "train" else pool.eval)
+            pcm, names, spans = compose_clip(rng, pool.train if split == "train" else pool.eval)
             rel = f"audio/{split}/{split}_{i:05d}.wav"
             sf.write(str(out / rel), pcm, SR, subtype="PCM_16", format="WAV")
             data.append({"wav": rel, "labels": ",".join(mid[n] for n in names)})
+            if split == "train":
+                sat_rows.append((f"../{rel}", names, spans))
             bar.update(1)
         lists[split] = out / f"{split}.json"
         lists[split].write_text(json.dumps({"data": data}, indent=1), encoding="utf-8")
     bar.close()
+    if esc_per_class:
+        if (out / "esc50").exists():
+            shutil.rmtree(out / "esc50")
+        _write_esc50_like(out / "esc50", seed, pool.train, mid, esc_per_class)
+    _write_sat_tables(out / "sat", sat_rows, {n: labels.mids.index(m) for n, m in mid.items()})
     label_csv = out / "class_labels_indices.csv"
     shutil.copyfile(AUDIOSET_LABELS, label_csv)
     used = [(mid[n], n) for n in [*EVENTS.values(), SILENCE]]
