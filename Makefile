@@ -9,7 +9,7 @@ EXTRAS ?= weights,synth,prepare,test
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-av test lint bench clean
+.PHONY: install demo demo-av demo-tag test lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,9 @@ demo: $(STAMP)
 demo-av: $(STAMP)
 	$(BIN)/python -m whisper_flamingo.cli demo-av --out demo_out_av
 
+demo-tag: $(STAMP)
+	$(BIN)/python -m whisper_flamingo.cli demo-tag --out demo_out_tag
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x --timeout=600 tests
 
@@ -48,4 +51,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf demo_out demo_out_av .pytest_cache
+	rm -rf demo_out demo_out_av demo_out_tag .pytest_cache

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from whisper_flamingo.config import KEYS, REFUSED_KEYS, Config, load_config
+from whisper_flamingo.config import KEYS, PATH_KEYS, REFUSED_KEYS, Config, load_config
 from whisper_flamingo.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,15 +106,15 @@ def test_overrides_work_for_every_key(tmp_path: Path):
             new = value
         if key in ("task", "whisper_task", "spec_augment", "on_bad_sample", "noise_offset_train", "noise_offset_eval",
                    "precision", "av_fusion", "accelerator", "monitor_mode", "val_normalizer", "n_mels",
-                   "video_model_config", "video_model_mode"):
+                   "video_model_config", "video_model_mode", "tagging_input", "tagging_loss"):
             new = {"task": "flamingo", "whisper_task": "X-En", "spec_augment": "ls-double", "on_bad_sample": "skip",
                    "noise_offset_train": "zero", "noise_offset_eval": "random", "precision": "bf16-mixed",
                    "av_fusion": "separate", "accelerator": "cpu", "monitor_mode": "min",
                    "val_normalizer": "none", "n_mels": 128, "video_model_config": "base",
-                   "video_model_mode": "pretrained"}[key]
+                   "video_model_mode": "pretrained", "tagging_input": "fbank", "tagging_loss": "CE"}[key]
         elif isinstance(value, str):
             new = "/abs/x" if key.endswith(("_dir", "_root", "_path", "_ckpt")) or key.startswith("noise_fn") \
-                else "abc"
+                or key in PATH_KEYS else "abc"
         if key == "reduce_val":
             new = 7
         if key in ("prob_use_av", "prob_use_a", "noise_prob"):

@@ -23,9 +23,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "convert Whisper weights between openai-whisper, CTranslate2 and Hugging Face"),
     "prepare": ("prepare", "prepare data (e.g. the synthetic MuAViC-format demo corpus)"),
     "demo": ("demo", "run the end-to-end demo on generated data"),
+    "demo-tag": ("demo_tag", "run the Whisper-AT tagging demo (synthetic clips, tiny.en features, TL-TR, jfk.flac)"),
     "demo-av": ("demo_av", "run the audio-visual (stage 1 + stage 2) demo on generated data"),
     "extract-video-features": ("extract_video_features",
                                "run a frozen video encoder over a manifest and store per-utterance features"),
+    "extract-tag-features": ("extract_tag_features",
+                             "run a frozen Whisper over tagging lists and store pooled encoder-layer features"),
     "models": ("models", "list the registered model configurations (family, parameters, where weights come from)"),
     "tag": ("tag", "transcribe and tag sound events (AudioSet classes) per segment with Whisper-AT"),
 }

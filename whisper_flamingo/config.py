@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 PATH_KEYS = (
     "work_dir", "muavic_root", "lrs2_root", "whisper_download_root", "vc2_path", "noise_fn", "noise_fn_val",
     "noise_fn_test", "log_output_dir", "check_output_dir", "pt_ckpt", "video_model_ckpt",
-    "video_feature_dir", "trace_batches_dir",
+    "video_feature_dir", "trace_batches_dir", "label_csv", "data_train", "data_val", "data_eval", "feature_dir",
 )
 
 #: ``lang`` values with a special meaning (anything else is a single language code)
@@ -53,6 +53,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "val_normalizer": ("fairseq", "whisper", "none"),
     "video_model_config": ("", "tiny", "base", "large", "lip2d"),
     "video_model_mode": ("auto", "finetuned", "pretrained"),
+    "tagging_input": ("auto", "features", "fbank", "waveform"),
+    "tagging_loss": ("BCE", "CE"),
 }
 
 
@@ -83,7 +85,8 @@ class Config:
     # ----- what is trained -----
     task: str = field(default="auto", metadata=_doc(
         "Training task (whisper_flamingo.tasks.registry): asr (stage 1, audio-only Whisper) or flamingo "
-        "(stage 2, Whisper-Flamingo); auto = flamingo when add_gated_x_attn is set or av_fusion is separate / "
+        "(stage 2, Whisper-Flamingo) or tagging (sound-event tags, config/tagging/); auto = flamingo when "
+        "add_gated_x_attn is set or av_fusion is separate / "
         "lip-reader, else asr (as the original chose its script)."))
 
     # ----- model -----
@@ -226,6 +229,45 @@ class Config:
         "Ours: auxiliary CTC lip-reading loss on the trained video encoder's output (UTF-8 bytes of the "
         "lower-cased transcript), loss = CE + weight * CTC. A video encoder trained from scratch needs it to "
         "learn lip reading before the gates open (the CPU demo); 0 = off (the original)."))
+
+    # ----- sound tagging (task: tagging; Whisper-AT, AST, SAT) -----
+    tagging_model: str = field(default="", metadata=_doc(
+        "Tagging head, a registry name (`whisper-flamingo models`), e.g. whisper-at-tltr-tiny.en; model_name is "
+        "then the frozen Whisper whose features it reads. An 'epoch' of the tagging task is "
+        "validate_every_n_batches optimizer steps (Whisper-AT's 10 % of a pass); batch_size is clips per batch."))
+    tagging_input: str = field(default="auto", metadata=_doc(
+        "What the head reads: features (pre-extracted Whisper encoder layers, feature_dir), fbank (AST), "
+        "waveform (SAT); auto = by the model's family."))
+    label_csv: str = field(default="", metadata=_doc(
+        "Label index CSV (index,mid,display_name); '' = the 527 AudioSet classes shipped with the package."))
+    data_train: str = field(default="", metadata=_doc(
+        "Tagging training list (JSON {\"data\": [{\"wav\", \"labels\"}]}, labels = comma-separated mids)."))
+    data_val: str = field(default="", metadata=_doc("Tagging validation list (same format)."))
+    data_eval: str = field(default="", metadata=_doc(
+        "Optional held-out tagging list, scored at every validation (with the checkpoint ensemble, cum_*)."))
+    feature_dir: str = field(default="", metadata=_doc(
+        "Folder of pre-extracted Whisper features (whisper-flamingo extract-tag-features) for tagging_input: "
+        "features."))
+    mixup: float = field(default=0.0, metadata=_doc(
+        "Tagging: probability that a training clip is mixed with a random other one, lambda ~ Beta(10, 10) "
+        "(Whisper-AT: on the features, 0.5)."))
+    label_smoothing: float = field(default=0.0, metadata=_doc(
+        "Tagging: label smoothing as Whisper-AT (every class s/C, positives 1-s; 0.1 in its recipe)."))
+    timem: int = field(default=0, metadata=_doc("Tagging: time-mask width bound (uniform in [0, timem)); 0 = off."))
+    freqm: int = field(default=0, metadata=_doc(
+        "Tagging: mask width bound on the last (feature / frequency) axis; 0 = off."))
+    balanced_sampling: bool = field(default=False, metadata=_doc(
+        "Tagging: draw training clips with the balanced (PSLA) weights, written next to data_train as "
+        "<list>_weight.csv."))
+    lrscheduler_start: int = field(default=15, metadata=_doc(
+        "Tagging: first epoch milestone of the multistep schedule (lr *= lrscheduler_decay after it)."))
+    lrscheduler_step: int = field(default=5, metadata=_doc("Tagging: epochs between milestones."))
+    lrscheduler_decay: float = field(default=0.75, metadata=_doc("Tagging: lr factor at each milestone."))
+    wa_start: int = field(default=0, metadata=_doc(
+        "Tagging: first epoch of weight averaging after training (0 = off)."))
+    wa_end: int = field(default=0, metadata=_doc("Tagging: last epoch of weight averaging (inclusive)."))
+    tagging_loss: str = field(default="BCE", metadata=_doc(
+        "Tagging loss: BCE (multi-label, soft targets) or CE (single-label, target = argmax)."))
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -465,7 +507,7 @@ def _interpolate(values: dict[str, Any], where_of: dict[str, str]) -> None:
 
 def _validate(cfg: Config, where: str) -> None:
     """Checks across keys and value ranges."""
-    for key in ("noise_prob", "prob_use_av", "prob_use_a"):
+    for key in ("noise_prob", "prob_use_av", "prob_use_a", "mixup", "label_smoothing"):
         v = getattr(cfg, key)
         if not 0.0 <= v <= 1.0:
             raise ConfigError(f"{where}key '{key}' must lie in [0, 1], got {v}")

@@ -50,7 +50,23 @@ def _add_synthetic(sub) -> None:
 EXAMPLES = """examples:
   whisper-flamingo prepare synthetic --out data/synthetic
   whisper-flamingo prepare synthetic --out data/synthetic_fr --langs fr es --train 100 --jobs 2
+  whisper-flamingo prepare synthetic-tagging --out data/synthetic_tagging
 """
+
+
+def _add_synthetic_tagging(sub) -> None:
+    p = sub.add_parser(
+        "synthetic-tagging", help="generate a synthetic multi-label sound-tagging set with AudioSet labels",
+        description="10-s clips mixing eSpeak NG speech with generated sounds (music, sine, beeps, dial tone, "
+                    "white and pink noise; silence), labelled with real AudioSet mids; train/valid/eval JSON "
+                    "lists and the AudioSet label CSV.")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    p.add_argument("--out", type=Path, required=True, help="output directory (new, empty, or a previous set)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--train", type=int, default=240, help="training clips (default: 240)")
+    p.add_argument("--valid", type=int, default=40, help="validation clips (default: 40)")
+    p.add_argument("--eval", type=int, default=60, help="held-out evaluation clips (default: 60)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +80,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_pipeline(sub)
     _add_babble(sub)
     _add_musan(sub)
+    _add_synthetic_tagging(sub)
+
+
+def _run_tagging(args: argparse.Namespace) -> int:
+    from whisper_flamingo.preparation.synthetic.tagging import generate_tagging_set
+
+    info = generate_tagging_set(args.out, seed=args.seed, n_train=args.train, n_valid=args.valid,
+                                n_eval=args.eval, progress=not args.no_progress)
+    sizes = ", ".join(f"{s} {n}" for s, n in info.sizes.items())
+    print(f"synthetic tagging set in {info.root} ({info.elapsed_s:.1f} s): {sizes}\n"  # noqa: T201
+          f"  lists: {' '.join(str(p) for p in info.lists.values())}\n  label_csv: {info.label_csv}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -460,4 +488,5 @@ _STEPS = {
     "manifest": _run_corpus_manifest,
     "normalize-labels": _run_normalize_labels,
     "pipeline": _run_pipeline,
+    "synthetic-tagging": _run_tagging,
 }

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 BUILTIN_TASKS: dict[str, str] = {
     "asr": "whisper_flamingo.tasks.asr",
     "flamingo": "whisper_flamingo.tasks.flamingo",
+    "tagging": "whisper_flamingo.tasks.tagging",
 }
 
 

@@ -1,0 +1,345 @@
+"""Sound tagging (Whisper-AT's TL-TR, and the seam for AST and SAT) as a LightningModule.
+
+The head is a registry model (config ``tagging_model``); what it reads is its *input kind*
+(``tagging_input``, or by family: ``whisper-at`` -> ``features`` (pre-extracted Whisper encoder layers),
+``ast`` -> ``fbank``, ``sat`` -> ``waveform``; a model may also say ``input_kind`` itself).  The kind's
+loader comes from :data:`whisper_flamingo.data.tagging.INPUT_KINDS`, so a new family registers a model
+(and, if new, an input kind) and trains here unchanged.  A model whose output is already a probability
+(SAT) says ``outputs_probabilities = True``; the loss is then BCE on probabilities.
+
+Recipe (reference §1.8 / §2.3): BCE with logits (``tagging_loss: CE`` for single-label sets),
+Adam(lr, weight_decay, betas (0.95, 0.999)), a multistep schedule stepped per *epoch* (milestones
+``lrscheduler_start``, +``lrscheduler_step``, ..., factor ``lrscheduler_decay``; the decay after
+milestone m takes effect from epoch m+1), AST's optional warm-up (``warmup_steps``: every 50 steps
+lr = step / warmup_steps * lr).  An epoch is ``validate_every_n_batches`` optimizer steps (Whisper-AT's
+"epoch" is 10 % of a pass).  After every epoch the head's state dict is kept
+(``<checkpoint_dir>/epochs/epoch-NNN.pt``), metrics (mAP, mAUC, d-prime, accuracy; see
+:mod:`whisper_flamingo.decoding.tagging_metrics`) go to TensorBoard and to ``result.csv``, and the
+held-out list ``data_eval`` (logged as ``test/*``; without it ``test/*`` repeats ``val/*``, as Whisper-AT
+validates on its eval set) is also scored with the checkpoint ensemble (``test/cum_mAP``).  With ``wa_start``
+the epochs ``wa_start..wa_end`` are averaged at the end of training, the model takes the averaged
+weights (saved as ``head_wa.pt``) and is scored again (``wa_result.csv``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from whisper_flamingo.config import Config
+from whisper_flamingo.data.tagging import (
+    AUDIOSET_LABELS,
+    INPUT_KINDS,
+    TagCollator,
+    TaggingDataset,
+    WeightedEpochBatchSampler,
+    balanced_weights,
+    read_label_csv,
+    read_tagging_list,
+    write_weight_file,
+)
+from whisper_flamingo.errors import ConfigError
+from whisper_flamingo.tasks.registry import register_task
+
+log = logging.getLogger(__name__)
+
+#: model family -> the input kind its heads read
+FAMILY_INPUT = {"whisper-at": "features", "ast": "fbank", "sat": "waveform"}
+RESULT_COLUMNS = ["epoch", "step", "mAP", "mAUC", "dprime", "acc", "train_loss", "valid_loss", "cum_mAP", "cum_mAUC",
+                  "lr"]
+
+
+def labels_of(cfg: Config):
+    return read_label_csv(cfg.label_csv or AUDIOSET_LABELS)
+
+
+def input_kind(cfg: Config, model: nn.Module | None = None) -> str:
+    """The config's ``tagging_input``, or the model's ``input_kind``, or its family's kind."""
+    if cfg.tagging_input != "auto":
+        return cfg.tagging_input
+    kind = getattr(model, "input_kind", None)
+    if kind:
+        return str(kind)
+    from whisper_flamingo.models.registry import get_entry
+
+    family = get_entry(cfg.tagging_model).family
+    if family not in FAMILY_INPUT:
+        raise ConfigError(f"key 'tagging_input': model family {family!r} has no known input kind; set tagging_input "
+                          f"to one of {', '.join(sorted(INPUT_KINDS))}")
+    return FAMILY_INPUT[family]
+
+
+def build_tagging_model(cfg: Config) -> nn.Module:
+    """The head named by ``tagging_model``, with as many outputs as the label CSV has classes."""
+    from whisper_flamingo.models.registry import create, get_entry
+
+    if not cfg.tagging_model:
+        raise ConfigError("key 'tagging_model' is empty; name a tagging head (e.g. whisper-at-tltr-tiny.en; "
+                          "`whisper-flamingo models` lists them)")
+    if not cfg.monitor.startswith(("val/", "test/")):
+        raise ConfigError(f"key 'monitor' is {cfg.monitor!r}, which the tagging task does not log; use e.g. val/mAP "
+                          "(or val/acc)")
+    n = len(labels_of(cfg))
+    entry = get_entry(cfg.tagging_model)
+    overrides = {"label_dim": n} if "label_dim" in entry.config and entry.config["label_dim"] != n else {}
+    return create(cfg.tagging_model, **overrides)
+
+
+class TaggingDataModule(pl.LightningDataModule):
+    """Training/validation/eval clips of the JSON lists, read by the model's input kind."""
+
+    def __init__(self, cfg: Config, kind: str) -> None:
+        super().__init__()
+        if kind not in INPUT_KINDS:
+            raise ConfigError(f"tagging input kind {kind!r} is not available here (known: "
+                              f"{', '.join(sorted(INPUT_KINDS))}); the model family that needs it registers it")
+        self.cfg, self.kind = cfg, kind
+        self.val_names: list[str] = ["val"] + (["test"] if cfg.data_eval else [])
+        self.datasets: dict[str, TaggingDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        cfg = self.cfg
+        for key in ("data_train", "data_val"):
+            if not getattr(cfg, key):
+                raise ConfigError(f"key '{key}' is empty; the tagging task needs a JSON data list")
+        labels = labels_of(cfg)
+        self.labels = labels
+        loader = INPUT_KINDS[self.kind](cfg)
+        self.collator = TagCollator(loader, len(labels))
+        lists = {"train": cfg.data_train, "val": cfg.data_val, "test": cfg.data_eval}
+        for name, path in lists.items():
+            if not path:
+                continue
+            records = read_tagging_list(path, labels)
+            self.datasets[name] = TaggingDataset(
+                records, loader, len(labels), train=name == "train", mixup=cfg.mixup,
+                label_smoothing=cfg.label_smoothing, timem=cfg.timem, freqm=cfg.freqm, seed=cfg.seed,
+                on_bad_sample=cfg.on_bad_sample)
+        weights = None
+        if cfg.balanced_sampling:
+            weights = balanced_weights(self.datasets["train"].records, len(labels))
+            log.info("balanced sampling weights written to %s", write_weight_file(cfg.data_train, weights))
+        self.train_sampler = WeightedEpochBatchSampler(len(self.datasets["train"]), self.batch_size,
+                                                       weights=weights, seed=cfg.seed)
+
+    @property
+    def batch_size(self) -> int:
+        return max(1, int(self.cfg.batch_size))
+
+    def _loader(self, dataset: TaggingDataset, **kw: Any) -> DataLoader:
+        workers = self.cfg.num_worker
+        return DataLoader(dataset, collate_fn=self.collator, num_workers=workers,
+                          persistent_workers=workers > 0, **kw)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["train"], batch_sampler=self.train_sampler)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.datasets[n], batch_size=self.batch_size, shuffle=False) for n in self.val_names]
+
+
+def tagging_datamodule(cfg: Config, model: nn.Module) -> TaggingDataModule:
+    return TaggingDataModule(cfg, input_kind(cfg, model))
+
+
+def multistep_factor(step: int, epoch_steps: int, start: int, every: int, decay: float, warmup: int = 0) -> float:
+    """LR factor at optimizer step ``step``: ``decay`` per milestone passed (milestones start, start+every, ...
+    < 1000, counted in finished epochs of ``epoch_steps``), times AST's stepwise warm-up."""
+    done = step // max(1, epoch_steps)
+    passed = 0 if done < start else min(1 + (done - start) // max(1, every), len(range(start, 1000, max(1, every))))
+    factor = decay ** passed
+    if warmup and step < warmup:
+        factor *= (step // 50 * 50) / warmup
+    return factor
+
+
+class TaggingTask(pl.LightningModule):
+    """Train a tagging head (module doc)."""
+
+    def __init__(self, cfg: Config, model: nn.Module, tokenizer: Any = None,
+                 val_names: Sequence[str] = ("val",)) -> None:
+        super().__init__()
+        self.cfg, self.model = cfg, model
+        self.save_hyperparameters({"config": cfg.to_dict()})
+        self.val_names = list(val_names)
+        self.probabilities = bool(getattr(model, "outputs_probabilities", False))
+        self.skipped: dict[str, Counter[str]] = {"train": Counter(), "val": Counter()}
+        self.ensemble: dict[str, Any] = {}
+        self.history: list[dict[str, float]] = []
+        self._val: dict[int, dict[str, list]] = {}
+        self._train_losses: list[float] = []
+
+    # ------------------------------------------------------------------ loss
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        out, target = out.float(), target.float()
+        if self.cfg.tagging_loss == "CE":
+            if self.probabilities:
+                return F.nll_loss(torch.log(out.clamp_min(1e-7)), target.argmax(-1))
+            return F.cross_entropy(out, target.argmax(-1))
+        if self.probabilities:
+            return F.binary_cross_entropy(out.clamp(1e-7, 1 - 1e-7), target)
+        return F.binary_cross_entropy_with_logits(out, target)
+
+    @property
+    def epoch_steps(self) -> int:
+        return self.cfg.validate_every_n_batches
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        for _, reason in batch["bad"]:
+            self.skipped["train"][reason] += 1
+        if not batch["keys"]:
+            log.warning("training batch %d has no usable clip; skipped", batch_idx)
+            return None
+        loss = self.loss(self.model(batch["input"]), batch["target"])
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=len(batch["keys"]))
+        self._train_losses.append(float(loss.detach()))
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.95, 0.999),
+                               eps=cfg.adam_epsilon)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: multistep_factor(
+            s, self.epoch_steps, cfg.lrscheduler_start, cfg.lrscheduler_step, cfg.lrscheduler_decay, cfg.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        self._val = {}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        acc = self._val.setdefault(dataloader_idx, {"scores": [], "targets": [], "loss": []})
+        for _, reason in batch["bad"]:
+            self.skipped["val"][reason] += 1
+        if not batch["keys"]:
+            return
+        out = self.model(batch["input"]).float()
+        acc["loss"].append(float(self.loss(out, batch["target"])) * len(batch["keys"]))
+        acc["scores"].append(out.cpu().numpy())
+        acc["targets"].append(batch["target"].cpu().numpy())
+
+    def score(self, name: str, scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        from whisper_flamingo.decoding.tagging_metrics import tagging_metrics
+
+        return tagging_metrics(scores, targets)
+
+    def on_validation_epoch_end(self) -> None:
+        from whisper_flamingo.decoding.tagging_metrics import RunningMean
+
+        step = int(self.trainer.global_step)
+        epoch = step // self.epoch_steps
+        fitting = bool(self.trainer.training or self.trainer.state.fn == "fit") and step > 0
+        row: dict[str, float] = {"epoch": epoch, "step": step}
+        for i, name in enumerate(self.val_names):
+            acc = self._val.get(i)
+            if not acc or not acc["scores"]:
+                continue
+            scores, targets = np.concatenate(acc["scores"]), np.concatenate(acc["targets"])
+            m = self.score(name, scores, targets)
+            m["loss"] = sum(acc["loss"]) / len(scores)
+            if name == "test" and fitting:
+                ens = self.ensemble.setdefault(name, RunningMean())
+                cum = self.score(name, ens.add(scores), targets)
+                m["cum_mAP"], m["cum_mAUC"] = cum["mAP"], cum["mAUC"]
+            # without data_eval the validation list is also the test set (Whisper-AT validates on its eval set);
+            # the trainer keeps the best checkpoint by val/<metric> and by test/<metric>
+            for prefix in [name] + (["test"] if name == "val" and "test" not in self.val_names else []):
+                for k, v in m.items():
+                    self.log(f"{prefix}/{k}", float(v), add_dataloader_idx=False, sync_dist=False)
+            if name == "val":
+                row.update({k: m[k] for k in ("mAP", "mAUC", "dprime", "acc")}, valid_loss=m["loss"])
+            if "cum_mAP" in m:
+                row.update(cum_mAP=m["cum_mAP"], cum_mAUC=m["cum_mAUC"])
+        for reason, n in self.skipped["val"].items():
+            self.log(f"val/skipped_{reason}", float(n), add_dataloader_idx=False)
+        if fitting and self.trainer.is_global_zero:
+            row["train_loss"] = float(np.mean(self._train_losses)) if self._train_losses else float("nan")
+            row["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else 0.0
+            self._train_losses = []
+            self.history.append(row)
+            self.save_epoch(epoch)
+            self.write_csv(self.cfg.checkpoint_dir / "result.csv", self.history)
+
+    # ------------------------------------------------------------------ epochs, weight averaging
+    @property
+    def epoch_dir(self) -> Path:
+        return self.cfg.checkpoint_dir / "epochs"
+
+    def save_epoch(self, epoch: int) -> None:
+        from whisper_flamingo.checkpoints.averaging import epoch_state_path
+
+        self.epoch_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                   epoch_state_path(self.epoch_dir, epoch))
+
+    @staticmethod
+    def write_csv(path: Path, rows: list[dict[str, float]]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r.get(k, "") for k in RESULT_COLUMNS})
+
+    def on_train_end(self) -> None:
+        cfg = self.cfg
+        for reason, n in self.skipped["train"].items():
+            log.info("training skipped %d bad clips (%s)", n, reason)
+        if not cfg.wa_start or not self.trainer.is_global_zero:
+            return
+        from whisper_flamingo.checkpoints.averaging import average_epochs
+
+        state, used = average_epochs(self.epoch_dir, cfg.wa_start, cfg.wa_end)
+        self.model.load_state_dict(state)
+        torch.save(state, cfg.checkpoint_dir / "head_wa.pt")
+        dm = self.trainer.datamodule
+        rows = []
+        for name, loader in zip(self.val_names, dm.val_dataloader(), strict=True):
+            scores, targets = predict(self.model, loader, self.device)
+            m = self.score(name, scores, targets)
+            log.info("weight averaging of epochs %s: %s mAP %.4f mAUC %.4f d' %.3f acc %.4f", used, name, m["mAP"],
+                     m["mAUC"], m["dprime"], m["acc"])
+            rows.append({"set": name, **m})
+        with open(cfg.checkpoint_dir / "wa_result.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=["set", "mAP", "mAUC", "dprime", "acc"], extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        self.wa_metrics = {r["set"]: r for r in rows}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Scores and targets of every usable clip of ``loader`` (model in eval mode, restored afterwards)."""
+    was = model.training
+    model.eval()
+    scores, targets = [], []
+    for batch in loader:
+        if batch["keys"]:
+            scores.append(model(batch["input"].to(device)).float().cpu().numpy())
+            targets.append(batch["target"].numpy())
+    model.train(was)
+    return np.concatenate(scores), np.concatenate(targets)
+
+
+register_task("tagging", module=TaggingTask, datamodule=tagging_datamodule, model_builder=build_tagging_model,
+              description="sound-event tagging head (Whisper-AT TL-TR; AST, SAT) on JSON data lists")
+
+__all__ = ["TaggingTask", "TaggingDataModule", "build_tagging_model", "tagging_datamodule", "input_kind",
+           "multistep_factor", "predict", "FAMILY_INPUT"]
