@@ -33,6 +33,13 @@ DEMO_CONFIG = ROOT / "config" / "tagging" / "whisper_at_demo.yaml"
 JFK = ROOT.parent / "shared" / "data" / "jfk.flac"
 
 
+EXAMPLES = """examples:
+  whisper-flamingo demo-tag
+  whisper-flamingo demo-tag --out demo_out_tag --fresh
+  whisper-flamingo demo-tag --steps 300 --model base
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out_tag", help="output folder (default: demo_out_tag)")
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="training config (default: whisper_at_demo.yaml)")

@@ -181,6 +181,12 @@ def extract_features(records: Sequence[TagRecord], model: nn.Module, out: str | 
     return info
 
 
+EXAMPLES = """examples:
+  whisper-flamingo extract-tag-features --list data/tag/train.json data/tag/valid.json --out feats/tiny.en
+  whisper-flamingo extract-tag-features --list audioset_bal.json --model base --out feats/base --batch-size 16
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", nargs="+", required=True, dest="lists",
                         help="JSON data lists ({\"data\": [{\"wav\", \"labels\"}]}) whose clips to extract")
@@ -191,7 +197,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-seconds", type=float, default=10.0, help="cut/pad every clip to this (default 10)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per encoder pass (default 8)")
     parser.add_argument("--shard-size", type=int, default=256, help="clips per shard (default 256)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ... "
+                                                          "(default: auto)")
     parser.add_argument("--on-bad-sample", choices=["error", "skip"], default="error",
                         help="error: stop at an unreadable clip; skip: log, count and go on")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
