@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract-video-features": ("extract_video_features",
                                "run a frozen video encoder over a manifest and store per-utterance features"),
     "models": ("models", "list the registered model configurations (family, parameters, where weights come from)"),
-    "tag": ("tag", "transcribe and tag sound events (AudioSet classes) per segment with Whisper-AT"),
+    "tag": ("tag", "tag sound events (AudioSet classes) with Whisper-AT (and transcribe), AST or SAT (also live)"),
 }
 
 log = logging.getLogger(__name__)
