@@ -154,7 +154,8 @@ def test_stream_from_a_pipe_is_printed_chunk_by_chunk(ckpts, tmp_path, one_threa
     2-s chunks gives floor(6.1 / 2) = 3 chunks (the 0.1-s tail holds no patch), equal to stream()."""
     rng = np.random.default_rng(1)
     ints = (np.sin(np.arange(97600) * 0.05) * 8000 + rng.standard_normal(97600) * 1000).astype("<i2")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # the command must flush itself
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "whisper_flamingo.cli", "--log-level", "ERROR", "tag", "-",
                              "--model", str(ckpts["sat"]), "--stream", "--chunk", "2.0"], cwd=ROOT, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
@@ -163,7 +164,7 @@ def test_stream_from_a_pipe_is_printed_chunk_by_chunk(ckpts, tmp_path, one_threa
     reader.start()
     proc.stdin.write(ints[:32000].tobytes())  # exactly one chunk, pipe kept open
     proc.stdin.flush()
-    reader.join(timeout=120)
+    reader.join(timeout=60)
     assert not reader.is_alive(), "the first chunk was not printed while the pipe stayed open"
     rest, err = proc.communicate(ints[32000:].tobytes(), timeout=120)
     assert proc.returncode == 0, err.decode()
