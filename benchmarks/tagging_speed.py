@@ -12,7 +12,8 @@ streaming each clip in 1-s / 2-s chunks with the memory, from the silence memory
 Whisper-AT package does, every block's output pooled, TL-TR-512 head on the clip's 25 steps; no
 decoding).  A system whose model is not in the package reports ``nan``.  The SAT README's memory
 figures are printed next to ours (its table: SAT-T 9 MB at 2 s, 4.3 MB at 1 s; AST-B 2.2 GB); ours
-include the fp32 weights (column ``weights MB``).  Last line:
+include the fp32 weights (column ``weights MB``); ``work MB`` is the peak above what the process held once
+the model was built (activations, memory, allocator caches).  Last line:
 ``ast_clips_s=<x> sat_t_2s_clips_s=<y> sat_t_2s_rtf=<z>``.
 
     python benchmarks/tagging_speed.py --clips 16 --batch 4 --device cpu
@@ -43,6 +44,7 @@ class Result:
     rtf: float = math.nan
     peak_mb: float = math.nan
     weights_mb: float = math.nan
+    work_mb: float = math.nan  # peak above the memory held once the model was built (activations, buffers)
     note: str = ""
 
 
@@ -132,6 +134,7 @@ def _child(name: str, n: int, seconds: float, batch: int, device: str, threads: 
     base = _rss_mb()
     try:
         tag = SYSTEMS[name][1](clips, batch, dev)
+        built = torch.cuda.memory_allocated() / 2**20 if dev.type == "cuda" else _rss_mb()
         with torch.inference_mode():
             tag(clips[:batch])  # warm-up
             if dev.type == "cuda":
@@ -143,8 +146,9 @@ def _child(name: str, n: int, seconds: float, batch: int, device: str, threads: 
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             wall = time.perf_counter() - start
-        peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _peak_rss_mb() - base)
-        queue.put(Result(name, n / wall, wall / (n * seconds), peak, getattr(tag, "weights_mb", math.nan)))
+        top = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _peak_rss_mb()
+        queue.put(Result(name, n / wall, wall / (n * seconds), top - (0 if dev.type == "cuda" else base),
+                         getattr(tag, "weights_mb", math.nan), top - built))
     except Exception as err:  # report and go on with the other systems
         queue.put(Result(name, note=f"failed: {type(err).__name__}: {err}"))
 
@@ -175,10 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = {name: run(name, args) for name in args.systems.split(",") if name}
     print(f"{args.clips} clips of {args.seconds:g} s, batch {args.batch}, {args.device}, {args.threads} threads")
-    print(f"{'system':<16} {'clips/s':>9} {'RTF':>9} {'peak MB':>9} {'weights MB':>10}  {'claimed peak':<28} note")
+    print(f"{'system':<12} {'clips/s':>8} {'RTF':>7} {'peak MB':>8} {'weights MB':>10} {'work MB':>8}  "
+          f"{'claimed peak':<27} note")
     for r in results.values():
-        print(f"{r.system:<16} {r.clips_s:>9.2f} {r.rtf:>9.4f} {r.peak_mb:>9.1f} {r.weights_mb:>10.1f}  "
-              f"{CLAIMED.get(r.system, '-'):<28} {r.note}")
+        print(f"{r.system:<12} {r.clips_s:>8.2f} {r.rtf:>7.4f} {r.peak_mb:>8.1f} {r.weights_mb:>10.1f} "
+              f"{r.work_mb:>8.1f}  {CLAIMED.get(r.system, '-'):<27} {r.note}")
     nan = Result("")
     ast, sat2 = results.get("ast", nan), results.get("sat_t_2s", nan)
     print(f"ast_clips_s={ast.clips_s:.2f} sat_t_2s_clips_s={sat2.clips_s:.2f} sat_t_2s_rtf={sat2.rtf:.4f}")
