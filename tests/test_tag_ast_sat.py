@@ -219,3 +219,17 @@ def test_bad_checkpoints_and_wrong_families_are_one_line_errors(ckpts, tmp_path,
         code, out, err = run_cli(capsys, *argv)
         assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("error: "), (argv, err)
         assert message in err, (argv, err)
+
+
+def test_offline_vit_counts_every_full_piece():
+    """README: a clip that is an exact multiple of the ViT's length is the mean of all its pieces (upstream
+    drops the last one)."""
+    torch.manual_seed(7)
+    vit = build_sat(embed_dim=32, depth=2, num_heads=2, target_length=32, cache_length=0, streaming=False,
+                    pad_last=True).eval()
+    lm = torch.randn(1, 64, 96) * 10 - 20
+    with torch.no_grad():
+        x = vit._normalised(lm)
+        pieces = torch.stack([vit._head(vit.forward_features(x[..., i:i + 32])) for i in (0, 32, 64)])
+        assert torch.allclose(vit.forward_spectrogram(lm), pieces.mean(0), atol=1e-6)
+        assert not torch.allclose(vit.forward_spectrogram(lm), pieces[:2].mean(0), atol=1e-4)
