@@ -233,3 +233,20 @@ def test_offline_vit_counts_every_full_piece():
         pieces = torch.stack([vit._head(vit.forward_features(x[..., i:i + 32])) for i in (0, 32, 64)])
         assert torch.allclose(vit.forward_spectrogram(lm), pieces.mean(0), atol=1e-6)
         assert not torch.allclose(vit.forward_spectrogram(lm), pieces[:2].mean(0), atol=1e-4)
+
+
+def test_labels_csv_and_probability_threshold(ckpts, tmp_path, capsys, one_thread):
+    sf.write(tmp_path / "a.wav", np.random.default_rng(4).standard_normal(32000).astype(np.float32) * 0.1, 16000)
+    rows = "".join(f'{i},/m/x{i},"class {i}, renamed"\n' for i in range(527))
+    (tmp_path / "labels.csv").write_text("index,mid,display_name\n" + rows)
+    code, out, _ = run_cli(capsys, tmp_path / "a.wav", "--model", ckpts["sat"], "--json", "--labels",
+                           tmp_path / "labels.csv", "--top-k", "527")
+    tags = json.loads(out)["segments"][0]["tags"]
+    assert code == 0 and len(tags) == 527 and all(re.fullmatch(r"class \d+, renamed", n) for n, _ in tags)
+    middle = sorted(v for _, v in tags)[263]
+    code, out, _ = run_cli(capsys, tmp_path / "a.wav", "--model", ckpts["sat"], "--json", "--top-k", "527",
+                           "--threshold", str(middle))
+    kept = json.loads(out)["segments"][0]["tags"]
+    assert code == 0 and 0 < len(kept) < 527 and all(v > middle for _, v in kept)
+    code, out, _ = run_cli(capsys, tmp_path / "a.wav", "--model", ckpts["sat"], "--threshold", "1")
+    assert code == 0 and out.splitlines()[1].endswith("s  -")
