@@ -23,7 +23,7 @@ from whisper_flamingo.checkpoints.ast import save_ast_released
 from whisper_flamingo.cli import main
 from whisper_flamingo.data.audio import resample_to_16k
 from whisper_flamingo.data.fbank import ast_input
-from whisper_flamingo.decoding.clip_tags import ast_window_probs
+from whisper_flamingo.decoding.clip_tags import ast_window_probs, parse_norm_stats
 from whisper_flamingo.decoding.tags import label_names
 from whisper_flamingo.decoding.transcribe import load_media_audio
 from whisper_flamingo.models.ast import AST
@@ -131,6 +131,9 @@ def test_ast_windows_pad_the_last_one_like_a_short_clip(ckpts, one_thread):
     with torch.no_grad():
         expected = model(fbank.reshape(2, 128, 128)).sigmoid()
     assert torch.allclose(probs, expected, atol=1e-6)
+    esc, _ = ast_window_probs(model, wav, parse_norm_stats("esc50"))  # --norm-stats esc50
+    with torch.no_grad():
+        assert torch.allclose(esc[0], model(ast_input(wav, 128, stats="esc50")[None])[0].sigmoid(), atol=1e-6)
 
 
 def test_an_8khz_file_is_resampled_with_one_notice(ckpts, tmp_path, capsys, one_thread):
@@ -146,7 +149,9 @@ def test_an_8khz_file_is_resampled_with_one_notice(ckpts, tmp_path, capsys, one_
     assert len(chunks) == 3 and out.startswith(f"===== {str(tmp_path / 'tone8k.wav'):^20} =====\n")
     assert_chunks_equal(chunks, expected)
     code, out, err = run_cli(capsys, tmp_path / "tone8k.wav", "--model", ckpts["ast"], "--json")
-    assert code == 0 and len(json.loads(out)["segments"]) == math.ceil((1 + (80000 - 400) // 160) / 128)
+    segments = json.loads(out)["segments"]
+    assert code == 0 and len(segments) == math.ceil((1 + (80000 - 400) // 160) / 128)
+    assert all(len(s["tags"]) == 10 for s in segments)  # AST's default: the top 10, as its inference.py
 
 
 def test_stream_from_a_pipe_is_printed_chunk_by_chunk(ckpts, tmp_path, one_thread):
