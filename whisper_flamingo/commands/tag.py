@@ -64,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sat-t-2s, ...; see 'whisper-flamingo models') with --checkpoint, or an AST/SAT "
                              "checkpoint path")
     parser.add_argument("--checkpoint", default=None,
-                        help="AST/SAT weights for a registered --model name (released file, {cfg, model} file or "
-                             "training checkpoint); alone, the file says its family")
+                        help="AST/SAT weights for a registered --model name (a released file or a {cfg, model} "
+                             "file); alone, the file says its family")
     parser.add_argument("--at-checkpoint", default=None,
                         help="Whisper-AT head: released file (at_model. keys), training checkpoint or saved head")
     parser.add_argument("--at-time-res", type=float, default=10.0,
