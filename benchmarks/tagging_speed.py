@@ -6,9 +6,14 @@ warm-up batch.  Reported per system: clips/s (front end included), real-time fac
 seconds per audio second), peak memory: on CUDA ``max_memory_allocated``, on CPU the rise of the
 process's peak resident set over its size just before the model was built.
 
-Systems: ``ast`` (AST tiny224, 1024 frames, Kaldi fbank); more are added to :data:`SYSTEMS` as their
-models land (SAT-T streaming with 1-s / 2-s chunks, Whisper-AT TL-TR-512 on tiny.en features); a system
-whose model is not in the package yet reports ``nan``.  Last line:
+Systems: ``ast`` (AST tiny224, 1024 frames, Kaldi fbank, batched); ``sat_t_1s`` / ``sat_t_2s`` (SAT-T
+streaming each clip in 1-s / 2-s chunks with the memory, from the silence memory, one clip at a time as
+``whisper-flamingo tag --stream`` does); ``whisper_at`` (tiny.en encoder on the 30-s padded window as the
+Whisper-AT package does, every block's output pooled, TL-TR-512 head on the clip's 25 steps; no
+decoding).  A system whose model is not in the package reports ``nan``.  The SAT README's memory
+figures are printed next to ours (its table: SAT-T 9 MB at 2 s, 4.3 MB at 1 s; AST-B 2.2 GB); ours
+include the fp32 weights (column ``weights MB``); ``work MB`` is the peak above what the process held once
+the model was built (activations, memory, allocator caches).  Last line:
 ``ast_clips_s=<x> sat_t_2s_clips_s=<y> sat_t_2s_rtf=<z>``.
 
     python benchmarks/tagging_speed.py --clips 16 --batch 4 --device cpu
@@ -38,6 +43,8 @@ class Result:
     clips_s: float = math.nan
     rtf: float = math.nan
     peak_mb: float = math.nan
+    weights_mb: float = math.nan
+    work_mb: float = math.nan  # peak above the memory held once the model was built (activations, buffers)
     note: str = ""
 
 
@@ -68,13 +75,56 @@ def _run_ast(clips: torch.Tensor, batch: int, device: torch.device) -> Callable[
     def tag(wavs: torch.Tensor) -> torch.Tensor:
         x = torch.stack([ast_input(w, target_length=1024) for w in wavs]).to(device)
         return torch.sigmoid(model(x))
+    tag.weights_mb = _weights_mb(model)  # type: ignore[attr-defined]
+    return tag
+
+
+def _weights_mb(*models: torch.nn.Module) -> float:
+    return sum(t.numel() * t.element_size() for m in models for t in m.state_dict().values()) / 2**20
+
+
+def _run_sat(name: str, chunk_s: float) -> Callable[..., Callable[[torch.Tensor], torch.Tensor]]:
+    def build(clips: torch.Tensor, batch: int, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        from whisper_flamingo.models.registry import create
+        from whisper_flamingo.models.sat import stream
+
+        model = create(name).eval().to(device)
+        silence = model.silence_cache()
+
+        def tag(wavs: torch.Tensor) -> torch.Tensor:
+            return torch.stack([stream(model, w.to(device), int(chunk_s * SR), cache=silence) for w in wavs])
+        tag.weights_mb = _weights_mb(model)  # type: ignore[attr-defined]
+        return tag
+    return build
+
+
+def _run_whisper_at(clips: torch.Tensor, batch: int, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    from whisper_flamingo.checkpoints.names import load_whisper
+    from whisper_flamingo.data.audio import log_mel, pad_or_trim
+    from whisper_flamingo.models.whisper_at import TLTR, TLTRConfig, pool_layers
+
+    model = load_whisper("tiny.en").eval().to(device)
+    head = TLTR(TLTRConfig(n_layer=model.dims.n_audio_layer, rep_dim=model.dims.n_audio_state,
+                           inter_dim=512)).eval().to(device)
+
+    def tag(wavs: torch.Tensor) -> torch.Tensor:
+        mel = torch.stack([log_mel(pad_or_trim(w.numpy())) for w in wavs]).to(device)
+        _, layers = model.embed_audio_layers(mel)
+        steps = wavs.shape[1] // SR * 100 // 40  # 10 s: 25 pooled steps of 0.4 s
+        return torch.sigmoid(head(pool_layers(layers)[:, :, :steps]))
+    tag.weights_mb = _weights_mb(model, head)  # type: ignore[attr-defined]
     return tag
 
 
 #: name → (module that must exist, builder of a ``tag(wav batch) -> probabilities`` function)
 SYSTEMS: dict[str, tuple[str, Callable[..., Callable[[torch.Tensor], torch.Tensor]]]] = {
     "ast": ("whisper_flamingo.models.ast", _run_ast),
+    "sat_t_1s": ("whisper_flamingo.models.sat", _run_sat("sat-t-1s", 1.0)),
+    "sat_t_2s": ("whisper_flamingo.models.sat", _run_sat("sat-t-2s", 2.0)),
+    "whisper_at": ("whisper_flamingo.models.whisper_at", _run_whisper_at),
 }
+#: the SAT README's peak-memory column (reference §3.7), next to ours
+CLAIMED = {"ast": "2.2 GB (AST-B, SAT README)", "sat_t_1s": "4.3 MB (SAT README)", "sat_t_2s": "9 MB (SAT README)"}
 
 
 def _child(name: str, n: int, seconds: float, batch: int, device: str, threads: int, queue: mp.Queue) -> None:
@@ -84,6 +134,7 @@ def _child(name: str, n: int, seconds: float, batch: int, device: str, threads: 
     base = _rss_mb()
     try:
         tag = SYSTEMS[name][1](clips, batch, dev)
+        built = torch.cuda.memory_allocated() / 2**20 if dev.type == "cuda" else _rss_mb()
         with torch.inference_mode():
             tag(clips[:batch])  # warm-up
             if dev.type == "cuda":
@@ -95,8 +146,9 @@ def _child(name: str, n: int, seconds: float, batch: int, device: str, threads: 
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             wall = time.perf_counter() - start
-        peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _peak_rss_mb() - base)
-        queue.put(Result(name, n / wall, wall / (n * seconds), peak))
+        top = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _peak_rss_mb()
+        queue.put(Result(name, n / wall, wall / (n * seconds), top - (0 if dev.type == "cuda" else base),
+                         getattr(tag, "weights_mb", math.nan), top - built))
     except Exception as err:  # report and go on with the other systems
         queue.put(Result(name, note=f"failed: {type(err).__name__}: {err}"))
 
@@ -127,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = {name: run(name, args) for name in args.systems.split(",") if name}
     print(f"{args.clips} clips of {args.seconds:g} s, batch {args.batch}, {args.device}, {args.threads} threads")
-    print(f"{'system':<16} {'clips/s':>9} {'RTF':>9} {'peak MB':>9}  note")
+    print(f"{'system':<12} {'clips/s':>8} {'RTF':>7} {'peak MB':>8} {'weights MB':>10} {'work MB':>8}  "
+          f"{'claimed peak':<27} note")
     for r in results.values():
-        print(f"{r.system:<16} {r.clips_s:>9.2f} {r.rtf:>9.4f} {r.peak_mb:>9.1f}  {r.note}")
+        print(f"{r.system:<12} {r.clips_s:>8.2f} {r.rtf:>7.4f} {r.peak_mb:>8.1f} {r.weights_mb:>10.1f} "
+              f"{r.work_mb:>8.1f}  {CLAIMED.get(r.system, '-'):<27} {r.note}")
     nan = Result("")
     ast, sat2 = results.get("ast", nan), results.get("sat_t_2s", nan)
     print(f"ast_clips_s={ast.clips_s:.2f} sat_t_2s_clips_s={sat2.clips_s:.2f} sat_t_2s_rtf={sat2.rtf:.4f}")

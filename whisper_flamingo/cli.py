@@ -30,7 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract-tag-features": ("extract_tag_features",
                              "run a frozen Whisper over tagging lists and store pooled encoder-layer features"),
     "models": ("models", "list the registered model configurations (family, parameters, where weights come from)"),
-    "tag": ("tag", "transcribe and tag sound events (AudioSet classes) per segment with Whisper-AT"),
+    "tag": ("tag", "tag sound events (AudioSet classes) with Whisper-AT (and transcribe), AST or SAT (also live)"),
 }
 
 log = logging.getLogger(__name__)
