@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from whisper_flamingo.checkpoints import load_whisper
+    from whisper_flamingo.checkpoints.io import load_state_strict, read_checkpoint_file, strip_prefix
     from whisper_flamingo.checkpoints.whisper_at import save_tltr
     from whisper_flamingo.data.tagging import FeatureInput, multi_hot, read_label_csv, read_tagging_list
     from whisper_flamingo.decoding.tagging_metrics import tagging_metrics
@@ -130,10 +131,10 @@ def run(args: argparse.Namespace) -> int:
     used = read_label_csv(cfg.label_csv)
     head = create(cfg.tagging_model, label_dim=len(used))
     if (ckpt / "head_wa.pt").is_file():
-        head.load_state_dict(torch.load(ckpt / "head_wa.pt", map_location="cpu", weights_only=True))
+        load_state_strict(head, read_checkpoint_file(ckpt / "head_wa.pt"), str(ckpt / "head_wa.pt"))
     else:
-        state = torch.load(ckpt / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-        head.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        state = read_checkpoint_file(ckpt / "last.ckpt")["state_dict"]
+        load_state_strict(head, strip_prefix(state, "model.", keep_others=False), str(ckpt / "last.ckpt"))
     head_path = save_tltr(expand_classes(head.eval(), used, read_label_csv()), out / "at_head.pt")
     head = TLTR.from_checkpoint(head_path)
 
