@@ -311,3 +311,20 @@ def test_synthetic_tagging_set_has_esc50_folds_and_sat_tables(tmp_path):
     for _, start, end, prob, idxs in psl[1:]:
         assert float(end) - float(start) == 2.0 and len(prob.split(";")) == len(idxs.split(";"))
         assert all(0.0 < float(p) <= 1.0 for p in prob.split(";"))
+
+
+def test_training_that_ends_before_wa_start_keeps_its_weights(tmp_path, small_head, caplog):
+    """wa_start beyond the last epoch (e.g. a short run of a recipe): a warning, no head_wa.pt, no crash."""
+    from whisper_flamingo.config import load_config
+    from whisper_flamingo.tasks.run import train
+    lst, feat = _feature_set(tmp_path, n=8)
+    cfg = load_config(None, [
+        "task=tagging", f"tagging_model={small_head}", f"data_train={lst}", f"data_val={lst}",
+        f"feature_dir={feat}", f"log_output_dir={tmp_path / 'logs'}", f"check_output_dir={tmp_path / 'ckpt'}",
+        "train_id=t", "batch_size=4", "num_train_steps=4", "validate_every_n_batches=2",
+        "validate_before_training=false", "monitor=val/mAP", "wa_start=5", "wa_end=8", "num_worker=0",
+        "accelerator=cpu", "precision=32", "checkpoint_every_n_steps=100"])
+    with caplog.at_level("WARNING"):
+        out = train(cfg)
+    assert "weight averaging skipped" in caplog.text
+    assert not (out / "head_wa.pt").exists() and (out / "last.ckpt").is_file()

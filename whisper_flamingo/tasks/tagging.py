@@ -304,8 +304,12 @@ class TaggingTask(pl.LightningModule):
             log.info("training skipped %d bad clips (%s)", n, reason)
         if not cfg.wa_start or not self.trainer.is_global_zero:
             return
-        from whisper_flamingo.checkpoints.averaging import average_epochs
+        from whisper_flamingo.checkpoints.averaging import average_epochs, epoch_state_path
 
+        if not any(epoch_state_path(self.epoch_dir, e).is_file() for e in range(cfg.wa_start, cfg.wa_end + 1)):
+            log.warning("weight averaging skipped: training ended before epoch %d (wa_start); no head_wa.pt, "
+                        "the last weights are in last.ckpt", cfg.wa_start)
+            return
         state, used = average_epochs(self.epoch_dir, cfg.wa_start, cfg.wa_end)
         self.model.load_state_dict(state)
         torch.save(state, cfg.checkpoint_dir / "head_wa.pt")
