@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract-video-features": ("extract_video_features",
                                "run a frozen video encoder over a manifest and store per-utterance features"),
     "models": ("models", "list the registered model configurations (family, parameters, where weights come from)"),
+    "tensorboard": ("tensorboard", "serve training runs' TensorBoard logs (scalars, validation WER) on 127.0.0.1"),
     "tag": ("tag", "transcribe and tag sound events (AudioSet classes) per segment with Whisper-AT"),
 }
 
