@@ -39,29 +39,42 @@ DIMS = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_he
 STEPS = 12  # 4 batches per epoch: 3 epochs
 
 
-def _installable() -> tuple[bool, str]:
-    if os.geteuid() != 0:
-        return False, "root (slurm/local_cluster.sh runs slurmd as root)"
+def _as_root() -> tuple[list[str] | None, str]:
+    """How to run the cluster script as root (directly, or through passwordless sudo), or why not."""
+    if os.geteuid() == 0:
+        prefix: list[str] = []
+    elif shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+        prefix = ["sudo", "-n"]
+    else:
+        return None, "root or passwordless sudo (slurm/local_cluster.sh runs slurmd as root)"
     if not shutil.which("slurmctld") and not shutil.which("apt-get"):
-        return False, "Slurm (slurmctld not installed and no apt-get to install slurm-wlm)"
-    return True, ""
+        return None, "Slurm (slurmctld not installed and no apt-get to install slurm-wlm + munge)"
+    return prefix, ""
+
+
+def cluster_script(cluster: dict, action: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """``slurm/local_cluster.sh ACTION`` as root for this test cluster."""
+    env = cluster["env"]
+    cmd = [*cluster["sudo"], "env", f"WF_SLURM_DIR={env['WF_SLURM_DIR']}", f"WF_SLURM_PORT={env['WF_SLURM_PORT']}",
+           "bash", str(SCRIPT), action]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """A local cluster in a folder of its own (port 6827, so a user's cluster on 6817 is left alone)."""
-    ok, what = _installable()
-    need(ok, what)
+    prefix, what = _as_root()
+    need(prefix is not None, what)
     folder = Path(tempfile.mkdtemp(prefix="wf-slurm-test-"))
     folder.chmod(0o755)  # munged (the munge user) must reach its socket
     env = dict(os.environ, WF_SLURM_DIR=str(folder), WF_SLURM_PORT=os.environ.get("WF_SLURM_TEST_PORT", "6827"))
-    out = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=600)
+    c = {"env": env, "dir": folder, "sudo": prefix}
+    out = cluster_script(c, "start", timeout=600)  # installs slurm-wlm + munge when missing
     assert out.returncode == 0, out.stderr[-3000:]
-    conf = re.search(r"export SLURM_CONF=(\S+)", out.stdout)[1]
-    env["SLURM_CONF"] = conf
-    yield {"env": env, "dir": folder}
-    subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, text=True, timeout=120)
-    shutil.rmtree(folder, ignore_errors=True)
+    env["SLURM_CONF"] = re.search(r"export SLURM_CONF=(\S+)", out.stdout)[1]
+    yield c
+    cluster_script(c, "stop")
+    subprocess.run([*prefix, "rm", "-rf", str(folder)], capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +123,14 @@ def log_of(s: dict, jid: str) -> str:
     return "\n".join(p.read_text(errors="replace") for p in s["root"].glob(f"*-{jid}.out"))
 
 
+def diag(s: dict, jid: str) -> str:
+    """The job's log tail and what slurmctld logged about it (for failure messages)."""
+    ctld = s["cluster"]["dir"] / "slurmctld.log"
+    lines = [line for line in ctld.read_text(errors="replace").splitlines() if f"JobId={jid} " in line + " "] \
+        if ctld.is_file() else []
+    return f"{log_of(s, jid)[-2500:]}\n--- slurmctld:\n" + "\n".join(lines[-15:])
+
+
 def wait(s: dict, jid: str, timeout: float = 240, hurry_requeue: bool = False) -> dict[str, str]:
     """Wait until the job ends; a requeued job pending on its ~2-min begin time is started now."""
     deadline = time.time() + timeout
@@ -122,7 +143,7 @@ def wait(s: dict, jid: str, timeout: float = 240, hurry_requeue: bool = False) -
             subprocess.run(["scontrol", "update", f"JobId={jid}", "StartTime=now"], env=s["env"], timeout=30)
         time.sleep(0.5)
     subprocess.run(["scancel", jid], env=s["env"], timeout=30)
-    pytest.fail(f"job {jid} did not end in {timeout} s:\n{log_of(s, jid)[-3000:]}")
+    pytest.fail(f"job {jid} did not end in {timeout} s:\n{diag(s, jid)}")
 
 
 def final_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -171,7 +192,7 @@ def test_b_sigusr1_mid_epoch_requeues_and_resumes_bit_identically(setup, plain_r
     subprocess.run(["scancel", "--signal=USR1", jid], env=setup["env"], check=True, timeout=30)
     info = wait(setup, jid, hurry_requeue=True)
     log = log_of(setup, jid)
-    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log[-3000:]
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, diag(setup, jid))
     # one log over both runs: the first run's lines, then the restart's
     assert log.index("SLURM_RESTART_COUNT=0") < log.index("pre-empted at step") < log.index("SLURM_RESTART_COUNT=1")
     step = int(re.search(r"pre-empted at step (\d+)", log)[1])
@@ -218,6 +239,8 @@ def test_d_decode_wrapper_jobs_and_the_dependent_results_job(setup, plain_run):
     assert sub.returncode == 0, sub.stderr
     ids = re.findall(r"submitted job (\d+)", sub.stdout)
     assert len(ids) == 3, sub.stdout  # two conditions + results
+    dependency = job(setup, ids[2]).get("Dependency", "")  # read while the decodes run
+    assert f"afterok:{ids[0]}" in dependency and f"afterok:{ids[1]}" in dependency, dependency
     infos = [wait(setup, j) for j in ids]
     assert all(i["JobState"] == "COMPLETED" for i in infos), [log_of(setup, j)[-2000:] for j in ids]
     results = infos[-1]
@@ -260,8 +283,7 @@ def test_z_stop_leaves_no_daemons(setup):
     cluster = setup["cluster"]
     pids = [int((cluster["dir"] / f"{d}.pid").read_text()) for d in ("munged", "slurmctld", "slurmd")]
     assert all(Path(f"/proc/{p}").exists() for p in pids)
-    out = subprocess.run(["bash", str(SCRIPT), "stop"], env=cluster["env"], capture_output=True, text=True,
-                         timeout=120)
+    out = cluster_script(cluster, "stop")
     assert out.returncode == 0, out.stderr
     assert not [p for p in pids if Path(f"/proc/{p}").exists()]
     mark = f"WF_SLURM_LOCAL={cluster['dir']}".encode()

@@ -25,6 +25,7 @@ def train(cfg: Config) -> Path:
     """Train the config's task (``task``; ``auto``: flamingo for an audio-visual config, else asr);
     return the checkpoint folder."""
     route_library_logs()
+    slurm.watch_requeue_signal()  # a pre-emption warning during set-up is acted upon once training runs
     spec = task_for(cfg)
     cfg.task = spec.name  # the saved config names the task it trained
 

@@ -65,6 +65,24 @@ def cluster_plugins() -> list[Any]:
     return []
 
 
+_requested = threading.Event()  # set by the signal handler; acted upon at the next step boundary
+
+
+def _record(signum: int, frame: Any) -> None:
+    _requested.set()  # a handler must not save: it may run in the middle of an optimizer step
+
+
+def watch_requeue_signal(sig: int = REQUEUE_SIGNAL) -> Any:
+    """In a SLURM job, record ``sig`` from now on (its default action would end the process); returns the
+    previous handler, or None when nothing was installed (outside a job, or not the main thread)."""
+    if job_id() is None or threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(sig)
+    if previous is not _record:
+        signal.signal(sig, _record)
+    return previous
+
+
 class Requeued(SystemExit):
     """Ends the process after the pre-emption checkpoint (exit status 0; Slurm starts the job again)."""
 
@@ -84,31 +102,26 @@ class RequeueOnSignal(Callback):
     """In a SLURM job: on ``SIGUSR1`` save ``last.ckpt`` at the next optimizer-step boundary, requeue, exit.
 
     ``last``: where the full checkpoint goes (the file a restarted job resumes from).  Outside a
-    SLURM job the callback does nothing and leaves ``SIGUSR1`` alone.
+    SLURM job the callback does nothing and leaves ``SIGUSR1`` alone; in one, the signal is recorded
+    from the start of :func:`~whisper_flamingo.tasks.run.train` (:func:`watch_requeue_signal`).
     """
 
     def __init__(self, last: Path, sig: int = REQUEUE_SIGNAL) -> None:
         self.last = Path(last)
         self.sig = sig
-        self.requested = False
-        self._previous: Any = None
         self._installed = False
 
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.requested = True  # acted upon at the next step boundary (a handler must not save mid-step)
+    @property
+    def requested(self) -> bool:
+        return _requested.is_set()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._installed or job_id() is None or threading.current_thread() is not threading.main_thread():
-            return
-        self._previous = signal.signal(self.sig, self._handler)
-        self._installed = True
-        log.info("SLURM job %s (restart %d): %s saves %s and requeues the job", job_id(), restart_count(),
-                 signal.Signals(self.sig).name, self.last)
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and self._installed:  # kept across validate-before-training and fit
-            signal.signal(self.sig, self._previous if self._previous is not None else signal.SIG_DFL)
-            self._installed = False
+        # the handler stays until the process ends: a late warning (after the last step) is then
+        # only recorded, where the default action would end a finished job as failed
+        if not self._installed and watch_requeue_signal(self.sig) is not None:
+            self._installed = True
+            log.info("SLURM job %s (restart %d): %s saves %s and requeues the job", job_id(), restart_count(),
+                     signal.Signals(self.sig).name, self.last)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -120,7 +133,10 @@ class RequeueOnSignal(Callback):
         if not stop:
             return
         step = trainer.global_step
+        _requested.clear()
         trainer.save_checkpoint(str(self.last))  # every rank takes part; rank 0 writes; a barrier ends it
+        # the requeue makes Slurm TERM the job's processes: all is saved, so exit in our own time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if not trainer.is_global_zero:
             raise Requeued(0)
         job = job_id()
