@@ -92,6 +92,7 @@ ReturnToService=2
 MinJobAge=600
 KillWait=10
 InactiveLimit=0
+MailProg=/bin/true
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF

@@ -252,6 +252,29 @@ def test_d_decode_wrapper_jobs_and_the_dependent_results_job(setup, plain_run):
     assert "SLURM_RESTART_COUNT=0" in log_of(setup, ids[0])
 
 
+def test_d_decode_job_requeues_itself_near_the_time_limit(setup, plain_run, tmp_path):
+    """The time-limit warning (--signal=B:USR1@60) reaches the batch shell, which requeues the job; the
+    restart (SLURM_RESTART_COUNT=1) decodes (its utterances.jsonl would let it continue where it stopped)."""
+    c, out = setup["corpus"], setup["root"] / "decode_requeued"
+    slow = tmp_path / "python.sh"  # the first run waits (as a long decode would) until it is warned
+    slow.write_text(f'#!/bin/bash\n[ "${{SLURM_RESTART_COUNT:-0}}" = 0 ] && sleep 60\nexec {sys.executable} "$@"\n')
+    slow.chmod(0o755)
+    jid = sbatch(setup, "--cpus-per-task=1", "slurm/whisper_decode.sh", "en", "tiny", "0",
+                 str(c / "noise" / "test.tsv"), str(setup["root"] / "ckpt" / "plain" / "last.ckpt"), "1", "asr", "0",
+                 "None", "0", f"{out}/", "None", "None", "transcribe", "fairseq", "0", "--muavic-root", str(c),
+                 "--max-new-tokens", "4", "--device", "cpu", env=dict(setup["env"], PY=str(slow)))
+    deadline = time.time() + 60
+    while "SLURM_RESTART_COUNT=0" not in log_of(setup, jid) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # the shell is waiting for its child now
+    subprocess.run(["scancel", "--batch", "--signal=USR1", jid], env=setup["env"], check=True, timeout=30)
+    info = wait(setup, jid, hurry_requeue=True)
+    log = log_of(setup, jid)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, diag(setup, jid))
+    assert log.index("time limit near: requeueing") < log.index("SLURM_RESTART_COUNT=1")
+    assert len(list(out.rglob("summary.json"))) == 1
+
+
 def test_e_tensorboard_serves_val_wer_on_localhost(setup, plain_run):
     logdir = setup["root"] / "logs"
     proc = subprocess.Popen([sys.executable, "-m", "whisper_flamingo.cli", "tensorboard", str(logdir), "--port", "0"],
