@@ -128,19 +128,31 @@ def diag(s: dict, jid: str) -> str:
     ctld = s["cluster"]["dir"] / "slurmctld.log"
     lines = [line for line in ctld.read_text(errors="replace").splitlines() if f"JobId={jid} " in line + " "] \
         if ctld.is_file() else []
-    return f"{log_of(s, jid)[-2500:]}\n--- slurmctld:\n" + "\n".join(lines[-15:])
+    info = job(s, jid)
+    state = {k: info.get(k) for k in ("JobState", "Reason", "Restarts", "ExitCode", "Requeue")}
+    return f"{state}\n{log_of(s, jid)[-2500:]}\n--- slurmctld:\n" + "\n".join(lines[-15:])
+
+
+def node_idle(s: dict) -> bool:
+    out = subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%t"], env=s["env"], capture_output=True, text=True,
+                         timeout=30).stdout.strip()
+    return out == "idle"
 
 
 def wait(s: dict, jid: str, timeout: float = 240, hurry_requeue: bool = False) -> dict[str, str]:
-    """Wait until the job ends; a requeued job pending on its ~2-min begin time is started now."""
-    deadline = time.time() + timeout
+    """Wait until the job ends.  ``hurry_requeue``: a requeued job pending on its ~2-min begin time is
+    started at once, but only when the node is idle and 2 s have passed (Slurm's delay lets the old
+    run's processes go; a restart launched while they linger can fail)."""
+    deadline, pending_since = time.time() + timeout, None
     while time.time() < deadline:
         info = job(s, jid)
         state = info.get("JobState", "")
         if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
             return info
         if hurry_requeue and state == "PENDING" and info.get("Reason") == "BeginTime":
-            subprocess.run(["scontrol", "update", f"JobId={jid}", "StartTime=now"], env=s["env"], timeout=30)
+            pending_since = pending_since or time.time()
+            if time.time() - pending_since >= 2 and node_idle(s):
+                subprocess.run(["scontrol", "update", f"JobId={jid}", "StartTime=now"], env=s["env"], timeout=30)
         time.sleep(0.5)
     subprocess.run(["scancel", jid], env=s["env"], timeout=30)
     pytest.fail(f"job {jid} did not end in {timeout} s:\n{diag(s, jid)}")
@@ -192,7 +204,7 @@ def test_b_sigusr1_mid_epoch_requeues_and_resumes_bit_identically(setup, plain_r
     subprocess.run(["scancel", "--signal=USR1", jid], env=setup["env"], check=True, timeout=30)
     info = wait(setup, jid, hurry_requeue=True)
     log = log_of(setup, jid)
-    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, diag(setup, jid))
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", diag(setup, jid)
     # one log over both runs: the first run's lines, then the restart's
     assert log.index("SLURM_RESTART_COUNT=0") < log.index("pre-empted at step") < log.index("SLURM_RESTART_COUNT=1")
     step = int(re.search(r"pre-empted at step (\d+)", log)[1])
@@ -270,7 +282,7 @@ def test_d_decode_job_requeues_itself_near_the_time_limit(setup, plain_run, tmp_
     subprocess.run(["scancel", "--batch", "--signal=USR1", jid], env=setup["env"], check=True, timeout=30)
     info = wait(setup, jid, hurry_requeue=True)
     log = log_of(setup, jid)
-    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, diag(setup, jid))
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", diag(setup, jid)
     assert log.index("time limit near: requeueing") < log.index("SLURM_RESTART_COUNT=1")
     assert len(list(out.rglob("summary.json"))) == 1
 
