@@ -153,7 +153,7 @@ ours() {  # PIDs of live processes carrying our mark (daemons and their slurmste
   for env_file in /proc/[0-9]*/environ; do
     pid=${env_file#/proc/}; pid=${pid%/environ}
     [ "$pid" = "$$" ] && continue
-    if tr '\0' '\n' <"$env_file" 2>/dev/null | grep -qx "$MARK"; then echo "$pid"; fi
+    if { tr '\0' '\n' <"$env_file"; } 2>/dev/null | grep -qx "$MARK"; then echo "$pid"; fi
   done
 }
 
