@@ -1,24 +1,38 @@
 #!/usr/bin/env bash
-# Stage-1 training under SLURM. Lightning reads the SLURM environment for DDP and requeues the job
-# on SIGUSR1 (sent 90 s before the time limit); resume_training=true then continues from last.ckpt.
+# Stage-1 (audio-only) training under SLURM: one task per GPU (or CPU process), pre-emptible.
 #
-#   sbatch --gres=gpu:4 --ntasks-per-node=4 slurm/train_audio.sh config/audio/audio_multi_small.yaml
-#   sbatch --gres=gpu:1 --ntasks-per-node=1 slurm/train_audio.sh config/audio/audio_lrs2_medium.yaml num_devices=1
+#   sbatch slurm/train_audio.sh CONFIG.yaml [key=value ...]
+#   sbatch --partition=gpu --gres=gpu:4 --ntasks-per-node=4 --cpus-per-task=8 --mem=100G --time=48:00:00 \
+#       slurm/train_audio.sh config/audio/audio_multi_small.yaml
 #
+# Cluster specifics come from sbatch options or their variables (SBATCH_PARTITION, SBATCH_GRES,
+# SBATCH_TIMELIMIT, SBATCH_MEM_PER_NODE, SBATCH_ACCOUNT, SBATCH_QOS); tasks per node = devices per
+# node (GPUs, or CPU processes with gloo), --nodes = nodes: num_devices/num_nodes follow the job.
+# PY: the Python to run (default .venv/bin/python, else python3).
+# Pre-emption: 120 s before the time limit (or on `scancel --signal=USR1 JOB`) the training saves
+# last.ckpt at the end of the current step, runs `scontrol requeue`, and the restarted job resumes
+# from it by itself. The log (slurm/logs/<name>-<jobid>.out) is appended to across restarts.
 #SBATCH --job-name=wf-train-audio
 #SBATCH --nodes=1
-#SBATCH --cpus-per-task=8
-#SBATCH --mem=100G
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=2
 #SBATCH --time=48:00:00
-#SBATCH --signal=SIGUSR1@90
+#SBATCH --signal=USR1@120
 #SBATCH --requeue
-#SBATCH --output=slurm/train_audio_slurm/%x-%j.out
-#SBATCH --error=slurm/train_audio_slurm/%x-%j.err
+#SBATCH --open-mode=append
+#SBATCH --output=slurm/logs/%x-%j.out
 set -euo pipefail
 CONFIG=${1:?usage: sbatch slurm/train_audio.sh CONFIG.yaml [key=value ...]}
 shift
-VENV=${VENV:-.venv}
-# number of GPUs = tasks per node, so that every rank is one SLURM task
-NDEV=${SLURM_NTASKS_PER_NODE:-1}
-srun "$VENV/bin/python" -u whisper_ft_muavic.py "$CONFIG" num_devices="$NDEV" num_nodes="${SLURM_JOB_NUM_NODES:-1}" \
-  resume_training=true "$@"
+ENTRY=whisper_ft_muavic.py
+PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+NODES=${SLURM_JOB_NUM_NODES:-1}
+NDEV=${SLURM_NTASKS_PER_NODE:-$(( ${SLURM_NTASKS:-1} / NODES ))}
+NDEV=${NDEV%%(*}  # "4(x2)" on some clusters
+export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}  # srun (22.05+) does not inherit --cpus-per-task
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$SRUN_CPUS_PER_TASK}
+echo "$(date -u +%FT%TZ) job ${SLURM_JOB_ID:-none} SLURM_RESTART_COUNT=${SLURM_RESTART_COUNT:-0}" \
+     "nodes=$NODES tasks_per_node=$NDEV host=$(hostname) config=$CONFIG $*"
+srun --kill-on-bad-exit=1 "$PY" -u "$ENTRY" "$CONFIG" num_devices="$NDEV" num_nodes="$NODES" "$@"
+echo "$(date -u +%FT%TZ) job ${SLURM_JOB_ID:-none} finished"

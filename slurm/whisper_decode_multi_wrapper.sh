@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Multilingual sweep: one job per language x beam x SNR (mWhisper-Flamingo medium, LRS3 babble).
-# Edit the variables below; DRY_RUN=1 prints the sbatch commands instead of submitting them.
+# Set the variables below (environment); DRY_RUN=1 prints the sbatch commands instead of submitting them.
+# A last job, started when every decode job has ended well, runs `whisper-flamingo results DECODE_PATH`.
+# GPUS, SBATCH_OPTS, DECODE_ARGS: see slurm/submit_lib.sh.
 set -euo pipefail
 CHECKPOINT=${CHECKPOINT:-models/whisper-flamingo_multi-all_medium.pt}
 MODEL_TYPE=${MODEL_TYPE:-medium}
@@ -19,15 +21,15 @@ MUAVIC_ROOT=${MUAVIC_ROOT:-$PWD}
 LANGS=${LANGS:-"en ar de el es fr it pt ru"}
 BEAMS=${BEAMS:-"5"}
 SNRS=${SNRS:-"0 1000"}
-SBATCH=${SBATCH:-sbatch}
-[ "${DRY_RUN:-0}" = 1 ] && SBATCH="echo sbatch"
-[ "${DRY_RUN:-0}" = 1 ] || mkdir -p slurm/decode_slurm
+# shellcheck source=slurm/submit_lib.sh
+. "$(dirname "$0")/submit_lib.sh"
 for lang in $LANGS; do
   for beam in $BEAMS; do
     for snr in $SNRS; do
-      $SBATCH slurm/whisper_decode.sh "$lang" "$MODEL_TYPE" "$snr" "$NOISE_FN" "$CHECKPOINT" "$beam" \
+      submit slurm/whisper_decode.sh "$lang" "$MODEL_TYPE" "$snr" "$NOISE_FN" "$CHECKPOINT" "$beam" \
         "$MODALITIES" "$USE_AV_HUBERT" "$AV_FUSION" "$FP16" "$DECODE_PATH" "$AV_HUBERT_PATH" "$AV_HUBERT_CKPT" \
-        "$TASK" "$NORMALIZER" "$USE_ORIGINAL_WHISPER" --muavic-root "$MUAVIC_ROOT"
+        "$TASK" "$NORMALIZER" "$USE_ORIGINAL_WHISPER" --muavic-root "$MUAVIC_ROOT" "${EXTRA_DECODE_ARGS[@]}"
     done
   done
 done
+submit_results "$DECODE_PATH"

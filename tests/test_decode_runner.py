@@ -179,9 +179,13 @@ def test_slurm_scripts_forward_the_original_arguments():
 
     repo = Path(__file__).resolve().parents[1]
     env = {"PATH": "/usr/bin:/bin", "DRY_RUN": "1", "LANGS": "en es", "MUAVIC_ROOT": "/data/mu"}
-    jobs = subprocess.run(["bash", "slurm/whisper_decode_multi_wrapper.sh"], cwd=repo, env=env, text=True,
-                          capture_output=True, check=True).stdout.splitlines()
+    lines = subprocess.run(["bash", "slurm/whisper_decode_multi_wrapper.sh"], cwd=repo, env=env, text=True,
+                           capture_output=True, check=True).stdout.splitlines()
+    jobs, results = lines[:-1], lines[-1]
     assert len(jobs) == 4 and all(j.startswith("sbatch slurm/whisper_decode.sh ") for j in jobs)
+    # the last job tabulates the decodes once all four have ended well
+    assert results == ("sbatch --dependency=afterok:JOB0:JOB1:JOB2:JOB3 --kill-on-invalid-dep=yes "
+                       "slurm/whisper_results.sh decode/")
     job = shlex.split(jobs[0])[2:]  # the 16 positional arguments and the extra flags
     out = subprocess.run(["bash", "slurm/whisper_decode.sh", *job], cwd=repo, env={**env, "PY": "echo"},
                          text=True, capture_output=True, check=True).stdout.splitlines()[-1]

@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract-tag-features": ("extract_tag_features",
                              "run a frozen Whisper over tagging lists and store pooled encoder-layer features"),
     "models": ("models", "list the registered model configurations (family, parameters, where weights come from)"),
+    "tensorboard": ("tensorboard", "serve training runs' TensorBoard logs (scalars, validation WER) on 127.0.0.1"),
     "tag": ("tag", "tag sound events (AudioSet classes) with Whisper-AT (and transcribe), AST or SAT (also live)"),
 }
 

@@ -15,6 +15,7 @@ from whisper_flamingo.config import Config, save_config
 from whisper_flamingo.errors import WFError
 from whisper_flamingo.logs import route_library_logs
 from whisper_flamingo.models.params import count_parameters, human
+from whisper_flamingo.tasks import slurm
 from whisper_flamingo.tasks.registry import task_for
 from whisper_flamingo.tasks.trainer import LAST, SigtermStop, StopOnSigterm, build_trainer
 
@@ -35,6 +36,7 @@ def train(cfg: Config) -> Path:
     """Train the config's task (``task``; ``auto``: flamingo for an audio-visual config, else asr);
     return the checkpoint folder."""
     route_library_logs()
+    slurm.watch_requeue_signal()  # a pre-emption warning during set-up is acted upon once training runs
     spec = task_for(cfg)
     cfg.task = spec.name  # the saved config names the task it trained
 
@@ -42,10 +44,13 @@ def train(cfg: Config) -> Path:
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_dir = cfg.checkpoint_dir
     last = ckpt_dir / LAST
-    resume = bool(cfg.resume_training and last.is_file())
+    resume = bool((cfg.resume_training or slurm.restarted()) and last.is_file())
+    if slurm.restarted():
+        log.info("SLURM job %s, restart %d: %s", slurm.job_id(), slurm.restart_count(),
+                 f"resuming from {last}" if resume else f"no {last} yet, starting again")
     if cfg.resume_training and not resume:
         log.info("resume_training is set but %s does not exist yet: starting a new run", last)
-    elif not cfg.resume_training and last.is_file():
+    elif not resume and last.is_file():
         log.warning("%s exists and resume_training is false: starting a new run that will overwrite it "
                     "(set resume_training=true to continue it)", last)
 

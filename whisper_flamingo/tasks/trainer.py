@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from whisper_flamingo.config import Config
 from whisper_flamingo.errors import ConfigError
 from whisper_flamingo.tasks.registry import TaskSpec, resolve_sync_batchnorm, task_for
+from whisper_flamingo.tasks.slurm import RequeueOnSignal, cluster_plugins
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,7 @@ def build_callbacks(cfg: Config) -> list[Callback]:
     ]
     if cfg.trace_batches_dir:
         callbacks.append(BatchTrace(cfg.trace_batches_dir))
+    callbacks.append(RequeueOnSignal(ckpt_dir / LAST))  # SLURM pre-emption (does nothing outside a job)
     return callbacks
 
 
@@ -254,7 +256,7 @@ def build_trainer(cfg: Config, spec: TaskSpec | None = None) -> pl.Trainer:
         use_distributed_sampler=False,
         logger=logger,
         callbacks=build_callbacks(cfg),
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         log_every_n_steps=cfg.log_every_n_steps,
         deterministic=False,
         enable_model_summary=False,
