@@ -189,3 +189,108 @@ def test_fold_summary_takes_the_best_fold_averaged_epoch_not_each_folds_best(tmp
     rows = list(csv.reader(out.open()))
     assert rows[1:] == [["1", "3", "0.850000"], ["2", "3", "0.700000"], ["3", "3", "0.950000"],
                         ["mean", "3", f"{(0.85 + 0.70 + 0.95) / 3:.6f}"]]
+
+
+# ---------------------------------------------------------------------------------------------- prepare
+def _esc50_download(root: Path) -> list[tuple[str, int, int, str]]:
+    """A small tree shaped like ESC-50-master: 44.1-kHz clips named fold-clip-take-target, meta/esc50.csv."""
+    rows = []
+    cats = {0: "dog", 1: "rooster", 2: "pig"}
+    for fold in range(1, 6):
+        for target, cat in cats.items():
+            name = f"{fold}-{100000 + 10 * fold + target}-A-{target}.wav"
+            t = np.arange(int(0.2 * 44100)) / 44100
+            (root / "audio").mkdir(parents=True, exist_ok=True)
+            sf.write(str(root / "audio" / name), (0.3 * np.sin(2 * np.pi * (300 + 200 * target) * t) * 32767)
+                     .astype(np.int16), 44100, subtype="PCM_16")
+            rows.append((name, fold, target, cat))
+    (root / "meta").mkdir()
+    (root / "meta" / "esc50.csv").write_text(
+        "filename,fold,target,category,esc10,src_file,take\n"
+        + "".join(f"{n},{f},{t},{c},{'True' if t == 0 else 'False'},{n.split('-')[1]},A\n" for n, f, t, c in rows))
+    return rows
+
+
+def test_prepare_esc50_resamples_and_writes_five_folds(tmp_path):
+    from whisper_flamingo.cli import main
+    from whisper_flamingo.data.tagging import read_label_csv, read_tagging_list
+
+    rows = _esc50_download(tmp_path / "ESC-50-master")
+    out = tmp_path / "esc50"
+    assert main(["prepare", "esc50", "--src", str(tmp_path / "ESC-50-master"), "--out", str(out)]) == 0
+    labels = read_label_csv(out / "esc_class_labels_indices.csv")
+    assert labels.mids == ("/m/07rwj00", "/m/07rwj01", "/m/07rwj02") and labels.names == ("dog", "rooster", "pig")
+    for k in range(1, 6):
+        ev = read_tagging_list(out / f"esc_eval_data_{k}.json", labels)
+        tr = read_tagging_list(out / f"esc_train_data_{k}.json", labels)
+        assert sorted(Path(r.wav).name for r in ev) == sorted(n for n, f, _, _ in rows if f == k)
+        assert len(tr) == 12 and not {r.wav for r in tr} & {r.wav for r in ev}
+        for r in ev:
+            assert r.labels == (int(Path(r.wav).stem.split("-")[-1]),)
+            info = sf.info(r.wav)
+            assert info.samplerate == 16000 and info.frames == 3200  # 0.2 s at 16 kHz
+    x, _ = sf.read(str(out / "audio_16k" / rows[4][0]))
+    spectrum = np.abs(np.fft.rfft(x))
+    assert abs(np.argmax(spectrum) * 16000 / len(x) - 500) <= 5  # the 500-Hz tone survives resampling
+
+
+def test_prepare_esc50_names_a_bad_metadata_line(tmp_path):
+    from whisper_flamingo.errors import DataError
+    from whisper_flamingo.preparation.tagging_corpora import prepare_esc50
+
+    _esc50_download(tmp_path / "src")
+    meta = tmp_path / "src" / "meta" / "esc50.csv"
+    lines = meta.read_text().splitlines()
+    lines[3] = lines[3].replace(",1,", ",9,", 1)
+    meta.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"esc50.csv.*4.*fold 9"):
+        prepare_esc50(tmp_path / "src", tmp_path / "out")
+
+
+def _speechcommands_download(root: Path) -> dict[str, set[str]]:
+    """A small tree shaped like speech_commands_v0.02: word folders, the two lists, _background_noise_."""
+    rng = np.random.default_rng(0)
+    files = []
+    for word in ("yes", "no", "marvin"):
+        for i in range(4):
+            rel = f"{word}/{i:08x}_nohash_{i % 2}.wav"
+            (root / word).mkdir(parents=True, exist_ok=True)
+            sf.write(str(root / rel), (rng.standard_normal(16000) * 3000).astype(np.int16), 16000, subtype="PCM_16")
+            files.append(rel)
+    (root / "_background_noise_").mkdir()
+    sf.write(str(root / "_background_noise_" / "white_noise.wav"), np.zeros(32000, np.int16), 16000)
+    valid, test = set(files[0::4]), set(files[1::4])
+    (root / "validation_list.txt").write_text("".join(f"{p}\n" for p in sorted(valid)))
+    (root / "testing_list.txt").write_text("".join(f"{p}\n" for p in sorted(test)))
+    return {"valid": valid, "eval": test, "train": set(files) - valid - test}
+
+
+def test_prepare_speechcommands_uses_the_official_lists(tmp_path):
+    from whisper_flamingo.cli import main
+    from whisper_flamingo.data.tagging import read_label_csv, read_tagging_list
+
+    src = tmp_path / "speech_commands_v0.02"
+    expected = _speechcommands_download(src)
+    out = tmp_path / "sc"
+    assert main(["prepare", "speechcommands", "--src", str(src), "--out", str(out)]) == 0
+    labels = read_label_csv(out / "speechcommands_class_labels_indices.csv")
+    assert len(labels) == 35 and labels.names[:3] == ("backward", "follow", "five") and labels.names[-1] == "one"
+    assert labels.mids[0] == "/m/spcmd00" and labels.mids[34] == "/m/spcmd34"
+    for split in ("train", "valid", "eval"):
+        recs = read_tagging_list(out / f"speechcommand_{split}_data.json", labels)
+        got = {str(Path(r.wav).relative_to(src.resolve())) for r in recs}
+        assert got == expected[split]
+        for r in recs:
+            assert labels.names[r.labels[0]] == Path(r.wav).parent.name
+    assert "_background_noise_" not in (out / "speechcommand_train_data.json").read_text()
+
+
+def test_prepare_speechcommands_refuses_an_unknown_word_folder(tmp_path):
+    from whisper_flamingo.errors import DataError
+    from whisper_flamingo.preparation.tagging_corpora import prepare_speechcommands
+
+    src = tmp_path / "sc"
+    _speechcommands_download(src)
+    (src / "unknownword").mkdir()
+    with pytest.raises(DataError, match="unknownword"):
+        prepare_speechcommands(src, tmp_path / "out")
