@@ -294,3 +294,18 @@ def test_prepare_speechcommands_refuses_an_unknown_word_folder(tmp_path):
     (src / "unknownword").mkdir()
     with pytest.raises(DataError, match="unknownword"):
         prepare_speechcommands(src, tmp_path / "out")
+
+
+def test_eval_result_holds_the_held_out_scores_of_the_best_validation_epoch(tmp_path):
+    from types import SimpleNamespace
+
+    from whisper_flamingo.tasks.tagging import TaggingTask
+
+    history = [{"epoch": e, "acc": va, "mAUC": 0.9, "mAP": 0.5, "test_acc": ta, "test_mAUC": 0.8, "test_mAP": 0.4}
+               for e, va, ta in ((1, 0.70, 0.90), (2, 0.95, 0.60), (3, 0.80, 0.99))]
+    fake = SimpleNamespace(history=history, cfg=SimpleNamespace(monitor="val/acc", monitor_mode="max",
+                                                                checkpoint_dir=tmp_path))
+    TaggingTask.write_eval_result(fake)
+    rows = list(csv.reader((tmp_path / "eval_result.csv").open()))
+    assert rows[0][:5] == ["epoch", "val_acc", "val_mAUC", "eval_acc", "eval_mAUC"]
+    assert rows[1][:5] == ["2", "0.95", "0.9", "0.6", "0.8"]  # best by validation, not by test

@@ -49,10 +49,8 @@ def _add_synthetic(sub) -> None:
 
 EXAMPLES = """examples:
   whisper-flamingo prepare synthetic --out data/synthetic
-  whisper-flamingo prepare synthetic --out data/synthetic_fr --langs fr es --train 100 --jobs 2
   whisper-flamingo prepare synthetic-tagging --out data/synthetic_tagging
-  whisper-flamingo prepare esc50 --src ESC-50-master --out data/esc50
-  whisper-flamingo prepare speechcommands --src speech_commands_v0.02 --out data/speechcommands
+  whisper-flamingo prepare esc50 --src ESC-50-master --out data/esc50   # or speechcommands --src speech_commands_v0.02
 """
 
 

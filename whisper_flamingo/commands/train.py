@@ -10,7 +10,6 @@ from whisper_flamingo.config import describe_keys, load_config
 EXAMPLES = """examples:
   whisper-flamingo train config/audio/demo.yaml muavic_root=data/synthetic
   whisper-flamingo train config/audio/audio_en_large.yaml --print-config
-  whisper-flamingo train --help-keys
   whisper-flamingo train config/tagging/ast_esc50.yaml      # folds: 5 -> fold1..fold5, acc_fold.csv
 """
 
