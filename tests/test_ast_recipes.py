@@ -45,19 +45,22 @@ def test_fbank_kind_is_registered_and_reads_the_recipe_keys():
     ("ast_esc50", dict(target_length=512, norm_mean=-6.6268077, norm_std=5.358466, batch_size=48, learning_rate=1e-5,
                        warmup_steps=0, lrscheduler_start=5, lrscheduler_step=1, lrscheduler_decay=0.85, mixup=0.0,
                        freqm=24, timem=96, noise_aug=False, balanced_sampling=False, tagging_loss="CE", wa_start=0,
-                       folds=5, monitor="val/acc")),
+                       folds=5, monitor="val/acc", ast_init="models/audioset_10_10_0.4593.pth")),
     ("ast_speechcommands", dict(target_length=128, norm_mean=-6.845978, norm_std=5.5654526, batch_size=128,
                                 learning_rate=2.5e-4, warmup_steps=0, lrscheduler_start=5, lrscheduler_step=1,
                                 lrscheduler_decay=0.85, mixup=0.6, freqm=48, timem=48, noise_aug=True,
-                                balanced_sampling=False, tagging_loss="BCE", monitor="val/acc")),
+                                balanced_sampling=False, tagging_loss="BCE", monitor="val/acc",
+                                ast_init="models/deit_base_distilled_patch16_384-d0272ac0.pth")),
     ("ast_audioset_balanced", dict(target_length=1024, norm_mean=-4.2677393, norm_std=4.5689974, batch_size=12,
                                    learning_rate=5e-5, warmup_steps=1000, lrscheduler_start=10, lrscheduler_step=5,
                                    lrscheduler_decay=0.5, mixup=0.5, freqm=48, timem=192, balanced_sampling=False,
-                                   wa_start=6, wa_end=25, tagging_loss="BCE")),
+                                   wa_start=6, wa_end=25, tagging_loss="BCE",
+                                   ast_init="models/deit_base_distilled_patch16_384-d0272ac0.pth")),
     ("ast_audioset_full", dict(target_length=1024, batch_size=12, learning_rate=1e-5, warmup_steps=1000,
                                lrscheduler_start=2, lrscheduler_step=1, lrscheduler_decay=0.5, mixup=0.5, freqm=48,
                                timem=192, balanced_sampling=True, wa_start=1, wa_end=5,
-                               validate_every_n_batches=162757, num_train_steps=5 * 162757)),
+                               validate_every_n_batches=162757, num_train_steps=5 * 162757,
+                               ast_init="models/deit_base_distilled_patch16_384-d0272ac0.pth")),
 ])
 def test_recipes_hold_the_reference_hyper_parameters(name, values):
     cfg = load_config(ROOT / f"config/tagging/{name}.yaml", resolve=False)
@@ -309,3 +312,22 @@ def test_eval_result_holds_the_held_out_scores_of_the_best_validation_epoch(tmp_
     rows = list(csv.reader((tmp_path / "eval_result.csv").open()))
     assert rows[0][:5] == ["epoch", "val_acc", "val_mAUC", "eval_acc", "eval_mAUC"]
     assert rows[1][:5] == ["2", "0.95", "0.9", "0.6", "0.8"]  # best by validation, not by test
+
+
+def test_ast_head_is_built_for_the_recipe_length_and_from_ast_init(tmp_path):
+    from dataclasses import asdict
+
+    from whisper_flamingo.models.registry import create
+    from whisper_flamingo.tasks.tagging import build_tagging_model
+
+    (tmp_path / "labels.csv").write_text('index,mid,display_name\n0,/m/a,"a"\n1,/m/b,"b"\n')
+    base = ["tagging_model=ast-tiny224", f"label_csv={tmp_path}/labels.csv", "target_length=48"]
+    fresh = build_tagging_model(load_config(ROOT / "config/tagging/ast_esc50.yaml", [*base, "ast_init="]))
+    assert (fresh.cfg.input_tdim, fresh.cfg.label_dim) == (48, 2)
+    src = create("ast-tiny224", input_tdim=100)
+    torch.save({"cfg": asdict(src.cfg), "model": src.state_dict()}, tmp_path / "as.pt")
+    cfg = load_config(ROOT / "config/tagging/ast_esc50.yaml", [*base, f"ast_init={tmp_path}/as.pt"])
+    model = build_tagging_model(cfg)
+    assert (model.cfg.input_tdim, model.cfg.label_dim, model.training) == (48, 2, True)
+    assert torch.equal(model.state_dict()["v.blocks.3.mlp.fc1.weight"], src.state_dict()["v.blocks.3.mlp.fc1.weight"])
+    assert model(torch.zeros(1, 48, 128)).shape == (1, 2)
