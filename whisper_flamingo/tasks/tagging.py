@@ -16,7 +16,10 @@ lr = step / warmup_steps * lr).  An epoch is ``validate_every_n_batches`` optimi
 (``<checkpoint_dir>/epochs/epoch-NNN.pt``), metrics (mAP, mAUC, d-prime, accuracy; see
 :mod:`whisper_flamingo.decoding.tagging_metrics`) go to TensorBoard and to ``result.csv``, and the
 held-out list ``data_eval`` (logged as ``test/*``; without it ``test/*`` repeats ``val/*``, as Whisper-AT
-validates on its eval set) is also scored with the checkpoint ensemble (``test/cum_mAP``).  With ``wa_start``
+validates on its eval set) is also scored with the checkpoint ensemble (``test/cum_mAP``; without ``data_eval``
+the validation list is, as AST's eval loader; ``cum_acc`` too).  With ``data_eval``, ``eval_result.csv`` holds
+the validation and held-out scores of the best-validation epoch (AST's Speech Commands).  AST heads are built for
+``target_length`` frames, from ``ast_init`` when set.  With ``wa_start``
 the epochs ``wa_start..wa_end`` are averaged at the end of training, the model takes the averaged
 weights (saved as ``head_wa.pt``) and is scored again (``wa_result.csv``).
 """
