@@ -16,6 +16,7 @@ pre-extracted feature shards, the tagging dataset (mixup, label smoothing, maski
   feature shards) and ``waveform`` (SAT: 16-kHz float audio); AST registers ``fbank``
   (:func:`register_input_kind`).  A loader's ``load(record)`` gives one clip's input tensor, its
   ``mix(a, b, lam)`` the mixup of two clips (default: linear in the input; AST mixes waveforms),
+  its ``finish(x, train, rng)`` what follows the masking (AST: normalisation and noise; default nothing),
   its ``collate(list)`` the batch.
 * :class:`TaggingDataset`: targets, feature-level mixup and label smoothing as the Whisper-AT recipe
   (§1.8), time/frequency masking on the last two axes; every random choice of a sample comes from
