@@ -70,6 +70,9 @@ def summarise_folds(root: str | Path, folds: int, metric: str = "acc") -> Path:
     for e in range(n):
         row: dict[str, float | str] = {}
         for c in columns:
+            if c in ("epoch", "step"):
+                row[c] = results[0][e][c]
+                continue
             vals = [float(r[e][c]) for r in results if r[e].get(c, "") != ""]
             row[c] = float(np.mean(vals)) if vals else ""
         mean_rows.append(row)
