@@ -31,6 +31,7 @@ PATH_KEYS = (
     "work_dir", "muavic_root", "lrs2_root", "whisper_download_root", "vc2_path", "noise_fn", "noise_fn_val",
     "noise_fn_test", "log_output_dir", "check_output_dir", "pt_ckpt", "video_model_ckpt",
     "video_feature_dir", "trace_batches_dir", "label_csv", "data_train", "data_val", "data_eval", "feature_dir",
+    "ast_init",
 )
 
 #: ``lang`` values with a special meaning (anything else is a single language code)
@@ -268,6 +269,25 @@ class Config:
     wa_end: int = field(default=0, metadata=_doc("Tagging: last epoch of weight averaging (inclusive)."))
     tagging_loss: str = field(default="BCE", metadata=_doc(
         "Tagging loss: BCE (multi-label, soft targets) or CE (single-label, target = argmax)."))
+    # AST (tagging_input: fbank; config/tagging/ast_*.yaml)
+    target_length: int = field(default=1024, metadata=_doc(
+        "AST: fbank frames per clip (cut or zero-padded; AudioSet 1024, ESC-50 512, Speech Commands 128); the "
+        "AST head is built for this length."))
+    norm_mean: float = field(default=-4.2677393, metadata=_doc(
+        "AST: dataset fbank mean for (x - mean) / (2 std) (AudioSet -4.2677393, ESC-50 -6.6268077, Speech "
+        "Commands -6.845978)."))
+    norm_std: float = field(default=4.5689974, metadata=_doc(
+        "AST: dataset fbank std (AudioSet 4.5689974, ESC-50 5.358466, Speech Commands 5.5654526)."))
+    noise_aug: bool = field(default=False, metadata=_doc(
+        "AST (Speech Commands): in training add uniform noise x U[0,1) x U[0,0.1) to the normalised fbank and "
+        "roll it by U{-10..9} frames."))
+    ast_init: str = field(default="", metadata=_doc(
+        "AST: checkpoint the head starts from (DeiT ImageNet, released AST AudioSet .pth, Hugging Face dir; "
+        "AST.from_checkpoint adapts length and label count); '' = random init."))
+    folds: int = field(default=0, metadata=_doc(
+        "Cross-validation: train once per fold k = 1..folds with '{fold}' in data_train/data_val/data_eval "
+        "replaced by k, into <train_id>/fold<k>; then acc_fold.csv (the best fold-averaged epoch) and the "
+        "fold-averaged result.csv. 0 = one run."))
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -306,7 +326,7 @@ class Config:
             want.append("lrs2_root" if "lrs2" in self.lang else "muavic_root")
         if self.vc2:
             want.append("vc2_path")
-        want += [k for k in ("noise_fn", "noise_fn_val", "noise_fn_test", "pt_ckpt", "video_model_ckpt",
+        want += [k for k in ("noise_fn", "noise_fn_val", "noise_fn_test", "pt_ckpt", "video_model_ckpt", "ast_init",
                              "video_feature_dir") if getattr(self, k)]
         return [f"{k}={getattr(self, k)}" for k in want if not Path(str(getattr(self, k))).expanduser().exists()]
 
@@ -530,6 +550,10 @@ def _validate(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}key '{key}' must be positive, got {getattr(cfg, key)}")
     if cfg.save_top_k < 0:
         raise ConfigError(f"{where}key 'save_top_k' must be >= 0, got {cfg.save_top_k}")
+    if cfg.target_length < 16 or cfg.norm_std <= 0 or cfg.folds < 0:
+        bad = "target_length" if cfg.target_length < 16 else "norm_std" if cfg.norm_std <= 0 else "folds"
+        raise ConfigError(f"{where}key '{bad}' has an invalid value {getattr(cfg, bad)} (target_length >= 16 "
+                          "frames, norm_std > 0, folds >= 0)")
     if cfg.warmup_steps < 0 or cfg.num_worker < 0 or cfg.n_mels not in (0, 80, 128):
         bad = "warmup_steps" if cfg.warmup_steps < 0 else "num_worker" if cfg.num_worker < 0 else "n_mels"
         raise ConfigError(f"{where}key '{bad}' has an invalid value {getattr(cfg, bad)}")

@@ -49,8 +49,8 @@ def _add_synthetic(sub) -> None:
 
 EXAMPLES = """examples:
   whisper-flamingo prepare synthetic --out data/synthetic
-  whisper-flamingo prepare synthetic --out data/synthetic_fr --langs fr es --train 100 --jobs 2
   whisper-flamingo prepare synthetic-tagging --out data/synthetic_tagging
+  whisper-flamingo prepare esc50 --src ESC-50-master --out data/esc50   # or speechcommands --src speech_commands_v0.02
 """
 
 
@@ -81,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_babble(sub)
     _add_musan(sub)
     _add_synthetic_tagging(sub)
+    _add_tagging_corpora(sub)
 
 
 def _run_tagging(args: argparse.Namespace) -> int:
@@ -91,6 +92,28 @@ def _run_tagging(args: argparse.Namespace) -> int:
     sizes = ", ".join(f"{s} {n}" for s, n in info.sizes.items())
     print(f"synthetic tagging set in {info.root} ({info.elapsed_s:.1f} s): {sizes}\n"  # noqa: T201
           f"  lists: {' '.join(str(p) for p in info.lists.values())}\n  label_csv: {info.label_csv}")
+    return 0
+
+
+def _add_tagging_corpora(sub) -> None:
+    for name, src, out, what in (
+            ("esc50", "ESC-50-master", "data/esc50",
+             "ESC-50 (audio/*.wav + meta/esc50.csv) -> 16-kHz clips, AST's 5-fold train/eval lists, label CSV"),
+            ("speechcommands", "speech_commands_v0.02", "data/speechcommands",
+             "Speech Commands V2 (word folders, validation/testing lists) -> AST's train/valid/eval lists, label CSV")):
+        p = sub.add_parser(name, help=what, description=what + " (config/tagging/ast_*.yaml read these).")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+        p.add_argument("--src", type=Path, required=True, help=f"the unpacked official download (e.g. {src})")
+        p.add_argument("--out", type=Path, required=True, help=f"output directory (e.g. {out})")
+
+
+def _run_tagging_corpus(args: argparse.Namespace) -> int:
+    from whisper_flamingo.preparation.tagging_corpora import prepare_esc50, prepare_speechcommands
+
+    info = (prepare_esc50 if args.what == "esc50" else prepare_speechcommands)(args.src, args.out)
+    sizes = ", ".join(f"{s} {n}" for s, n in info.sizes.items())
+    print(f"{args.what} in {args.out}: {sizes}; resampled to 16 kHz: {info.resampled}\n"  # noqa: T201
+          f"  label_csv: {info.label_csv}")
     return 0
 
 
@@ -489,4 +512,6 @@ _STEPS = {
     "normalize-labels": _run_normalize_labels,
     "pipeline": _run_pipeline,
     "synthetic-tagging": _run_tagging,
+    "esc50": _run_tagging_corpus,
+    "speechcommands": _run_tagging_corpus,
 }

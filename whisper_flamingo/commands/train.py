@@ -10,7 +10,7 @@ from whisper_flamingo.config import describe_keys, load_config
 EXAMPLES = """examples:
   whisper-flamingo train config/audio/demo.yaml muavic_root=data/synthetic
   whisper-flamingo train config/audio/audio_en_large.yaml --print-config
-  whisper-flamingo train --help-keys
+  whisper-flamingo train config/tagging/ast_esc50.yaml      # folds: 5 -> fold1..fold5, acc_fold.csv
 """
 
 
@@ -41,7 +41,12 @@ def run(args: argparse.Namespace) -> int:
     from whisper_flamingo.tasks.run import TrainingStopped, train
 
     try:
-        train(cfg)
+        if cfg.folds:  # cross-validation (AST's ESC-50 recipe): one run per fold, then acc_fold.csv
+            from whisper_flamingo.tasks.folds import train_folds
+
+            train_folds(cfg)
+        else:
+            train(cfg)
     except TrainingStopped as err:  # SIGTERM: last.ckpt saved; one line, the status of a TERM-killed process
         sys.stderr.write(f"{err}\n")
         return 143

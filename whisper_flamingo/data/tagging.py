@@ -16,6 +16,7 @@ pre-extracted feature shards, the tagging dataset (mixup, label smoothing, maski
   feature shards) and ``waveform`` (SAT: 16-kHz float audio); AST registers ``fbank``
   (:func:`register_input_kind`).  A loader's ``load(record)`` gives one clip's input tensor, its
   ``mix(a, b, lam)`` the mixup of two clips (default: linear in the input; AST mixes waveforms),
+  its ``finish(x, train, rng)`` what follows the masking (AST: normalisation and noise; default nothing),
   its ``collate(list)`` the batch.
 * :class:`TaggingDataset`: targets, feature-level mixup and label smoothing as the Whisper-AT recipe
   (§1.8), time/frequency masking on the last two axes; every random choice of a sample comes from
@@ -275,6 +276,10 @@ class InputLoader:
     def mix(self, a: TagRecord, b: TagRecord, lam: float) -> torch.Tensor:
         return lam * self.load(a) + (1.0 - lam) * self.load(b)
 
+    def finish(self, x: torch.Tensor, train: bool, rng: np.random.Generator | None) -> torch.Tensor:
+        """After masking (AST: normalisation, then Speech Commands' noise in training); default: ``x``."""
+        return x
+
     def collate(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(inputs) if inputs else torch.zeros(0)
 
@@ -408,11 +413,11 @@ class TaggingDataset(Dataset):
 
     def _load(self, rec: TagRecord, epoch: int, index: int) -> dict[str, Any]:
         if not self.train:
-            x = self.loader.load(rec)
+            x = self.loader.finish(self.loader.load(rec), False, None)
             y = multi_hot(rec.labels, self.n_classes)
             return {"input": x, "target": torch.from_numpy(y), "key": rec.key}
-        mix_rng, mask_rng = (np.random.default_rng(s) for s in
-                             np.random.SeedSequence([self.seed % 2**63, epoch, index]).spawn(2))
+        mix_rng, mask_rng, finish_rng = (np.random.default_rng(s) for s in
+                                         np.random.SeedSequence([self.seed % 2**63, epoch, index]).spawn(3))
         if self.mixup > 0 and len(self.records) > 1 and mix_rng.random() < self.mixup:
             other = self.records[int(mix_rng.integers(len(self.records)))]
             lam = float(mix_rng.beta(10.0, 10.0))
@@ -424,6 +429,7 @@ class TaggingDataset(Dataset):
         if x.dim() >= 2:
             x = mask_axis(x, self.freqm, -1, mask_rng)
             x = mask_axis(x, self.timem, -2, mask_rng)
+        x = self.loader.finish(x, True, finish_rng)
         return {"input": x, "target": torch.from_numpy(y), "key": rec.key}
 
 

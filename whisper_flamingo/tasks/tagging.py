@@ -16,7 +16,10 @@ lr = step / warmup_steps * lr).  An epoch is ``validate_every_n_batches`` optimi
 (``<checkpoint_dir>/epochs/epoch-NNN.pt``), metrics (mAP, mAUC, d-prime, accuracy; see
 :mod:`whisper_flamingo.decoding.tagging_metrics`) go to TensorBoard and to ``result.csv``, and the
 held-out list ``data_eval`` (logged as ``test/*``; without it ``test/*`` repeats ``val/*``, as Whisper-AT
-validates on its eval set) is also scored with the checkpoint ensemble (``test/cum_mAP``).  With ``wa_start``
+validates on its eval set) is also scored with the checkpoint ensemble (``test/cum_mAP``; without ``data_eval``
+the validation list is, as AST's eval loader; ``cum_acc`` too).  With ``data_eval``, ``eval_result.csv`` holds
+the validation and held-out scores of the best-validation epoch (AST's Speech Commands).  AST heads are built for
+``target_length`` frames, from ``ast_init`` when set.  With ``wa_start``
 the epochs ``wa_start..wa_end`` are averaged at the end of training, the model takes the averaged
 weights (saved as ``head_wa.pt``) and is scored again (``wa_result.csv``).
 """
@@ -38,6 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from whisper_flamingo.config import Config
+from whisper_flamingo.data import fbank_input as _fbank_input  # noqa: F401  (registers AST's input kind "fbank")
 from whisper_flamingo.data.tagging import (
     AUDIOSET_LABELS,
     INPUT_KINDS,
@@ -57,7 +61,7 @@ log = logging.getLogger(__name__)
 #: model family -> the input kind its heads read
 FAMILY_INPUT = {"whisper-at": "features", "ast": "fbank", "sat": "waveform"}
 RESULT_COLUMNS = ["epoch", "step", "mAP", "mAUC", "dprime", "acc", "train_loss", "valid_loss", "cum_mAP", "cum_mAUC",
-                  "lr"]
+                  "lr", "cum_acc"]
 
 
 def labels_of(cfg: Config):
@@ -93,6 +97,14 @@ def build_tagging_model(cfg: Config) -> nn.Module:
     n = len(labels_of(cfg))
     entry = get_entry(cfg.tagging_model)
     overrides = {"label_dim": n} if "label_dim" in entry.config and entry.config["label_dim"] != n else {}
+    if entry.family == "ast":  # AST is built for the recipe's fbank length, optionally from a checkpoint
+        overrides["input_tdim"] = cfg.target_length
+        if cfg.ast_init:
+            from whisper_flamingo.models.ast import AST
+
+            size = entry.config.get("model_size")
+            return AST.from_checkpoint(cfg.ast_init, label_dim=n, input_tdim=cfg.target_length,
+                                       **({"model_size": size} if size else {})).train()
     return create(cfg.tagging_model, **overrides)
 
 
@@ -254,10 +266,10 @@ class TaggingTask(pl.LightningModule):
             scores, targets = np.concatenate(acc["scores"]), np.concatenate(acc["targets"])
             m = self.score(name, scores, targets)
             m["loss"] = sum(acc["loss"]) / len(scores)
-            if name == "test" and fitting:
+            if name == self.val_names[-1] and fitting:  # the eval set (AST: the validation list when no data_eval)
                 ens = self.ensemble.setdefault(name, RunningMean())
                 cum = self.score(name, ens.add(scores), targets)
-                m["cum_mAP"], m["cum_mAUC"] = cum["mAP"], cum["mAUC"]
+                m["cum_mAP"], m["cum_mAUC"], m["cum_acc"] = cum["mAP"], cum["mAUC"], cum["acc"]
             # without data_eval the validation list is also the test set (Whisper-AT validates on its eval set);
             # the trainer keeps the best checkpoint by val/<metric> and by test/<metric>
             for prefix in [name] + (["test"] if name == "val" and "test" not in self.val_names else []):
@@ -265,8 +277,10 @@ class TaggingTask(pl.LightningModule):
                     self.log(f"{prefix}/{k}", float(v), add_dataloader_idx=False, sync_dist=False)
             if name == "val":
                 row.update({k: m[k] for k in ("mAP", "mAUC", "dprime", "acc")}, valid_loss=m["loss"])
+            if name == "test":
+                row.update({f"test_{k}": m[k] for k in ("mAP", "mAUC", "dprime", "acc")})
             if "cum_mAP" in m:
-                row.update(cum_mAP=m["cum_mAP"], cum_mAUC=m["cum_mAUC"])
+                row.update(cum_mAP=m["cum_mAP"], cum_mAUC=m["cum_mAUC"], cum_acc=m["cum_acc"])
         for reason, n in self.skipped["val"].items():
             self.log(f"val/skipped_{reason}", float(n), add_dataloader_idx=False)
         if fitting and self.trainer.is_global_zero:
@@ -298,10 +312,30 @@ class TaggingTask(pl.LightningModule):
             for r in rows:
                 w.writerow({k: r.get(k, "") for k in RESULT_COLUMNS})
 
+    def write_eval_result(self) -> None:
+        """AST's ``eval_result.csv`` (Speech Commands): the held-out scores of the best epoch by ``monitor``
+        (val/acc or val/mAP), i.e. the best-validation checkpoint evaluated on ``data_eval``."""
+        metric = self.cfg.monitor.split("/")[-1]
+        rows = [r for r in self.history if metric in r and "test_acc" in r]
+        if not rows:
+            return
+        best = (max if self.cfg.monitor_mode == "max" else min)(rows, key=lambda r: r[metric])
+        cols = ["epoch", "val_acc", "val_mAUC", "eval_acc", "eval_mAUC", "val_mAP", "eval_mAP"]
+        vals = [best["epoch"], best["acc"], best["mAUC"], best["test_acc"], best["test_mAUC"], best["mAP"],
+                best["test_mAP"]]
+        with open(self.cfg.checkpoint_dir / "eval_result.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(cols)
+            w.writerow(vals)
+        log.info("best epoch %d by %s: val acc %.4f, eval acc %.4f (eval_result.csv)", best["epoch"],
+                 self.cfg.monitor, best["acc"], best["test_acc"])
+
     def on_train_end(self) -> None:
         cfg = self.cfg
         for reason, n in self.skipped["train"].items():
             log.info("training skipped %d bad clips (%s)", n, reason)
+        if self.trainer.is_global_zero and "test" in self.val_names and self.history:
+            self.write_eval_result()
         if not cfg.wa_start or not self.trainer.is_global_zero:
             return
         from whisper_flamingo.checkpoints.averaging import average_epochs, epoch_state_path
