@@ -97,8 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the checkpoint decides, a file that disagrees with it is refused")
     g.add_argument("--task", default="transcribe", choices=["transcribe", "En-X", "X-En"],
                    help="transcribe, En-X or X-En (only X-En uses <|translate|>)")
-    g.add_argument("--normalizer", default="fairseq", choices=["fairseq", "whisper", "none"],
-                   help="text normaliser for WER (default: fairseq)")
+    g.add_argument("--normalizer", default="fairseq", choices=["fairseq", "whisper", "muavic", "none"],
+                   help="text normaliser for WER (default: fairseq; muavic: fairseq for en, the mTEDx label rules "
+                        "for the other languages)")
     g.add_argument("--use-original-whisper", type=switch, default=0, nargs="?", const=1,
                    metavar="0|1", help="1 = zero-shot OpenAI Whisper --model-type (ignores --checkpoint-path; "
                                        "30-s padded input) (default: 0; zero-shot anyway without --checkpoint-path)")
