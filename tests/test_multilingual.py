@@ -245,3 +245,28 @@ def test_validation_logs_wer_and_bleu_per_language():
         assert set(logged) == want
         assert logged["v/wer_en"] == 25.0
     assert logged["v/bleu_ar"] == pytest.approx(100.0)
+
+
+# ------------------------------------------------------------------------------- decode, several tasks
+def test_decode_several_tasks_in_one_run(tmp_path):
+    import argparse
+
+    from whisper_flamingo.commands import decode as decode_cmd
+    from whisper_flamingo.errors import ConfigError
+
+    for d in ("en/fr", "en/ru", "ar/muavic_normalized", "fr/muavic_normalized", "es/en"):
+        (tmp_path / "muavic" / d).mkdir(parents=True)
+    parser = argparse.ArgumentParser()
+    decode_cmd.add_arguments(parser)
+    args = parser.parse_args(["--lang", "en", "ar", "fr", "ru", "es", "--task", "transcribe", "En-X", "X-En",
+                              "--muavic-root", str(tmp_path), "--decode-path", str(tmp_path / "dec")])
+    runs = decode_cmd.task_runs(args)
+    assert [(r.task, r.lang, r.decode_path) for r in runs] == [
+        ("transcribe", ["en", "ar", "fr", "ru", "es"], str(tmp_path / "dec")),
+        ("En-X", ["fr", "ru"], str(tmp_path / "dec" / "En-X")),
+        ("X-En", ["es"], str(tmp_path / "dec" / "X-En"))]
+    assert decode_cmd.settings_from_args(runs[1]).task == "En-X"
+    with pytest.raises(ConfigError, match="one task per decode run"):
+        decode_cmd.settings_from_args(args)
+    single = decode_cmd.task_runs(parser.parse_args(["--lang", "ar", "--task", "En-X"]))
+    assert [(r.task, r.lang, r.decode_path) for r in single] == [("En-X", ["ar"], "decode/")]
