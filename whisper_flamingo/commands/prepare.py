@@ -55,7 +55,6 @@ def _add_synthetic(sub) -> None:
 
 EXAMPLES = """examples:
   whisper-flamingo prepare synthetic --out data/synthetic
-  whisper-flamingo prepare synthetic --out data/synthetic_fr --langs fr es --train 100 --jobs 2
   whisper-flamingo prepare synthetic --out data/synthetic_multi --langs en,ar,de,el,es,fr,it,pt,ru --train 40
   whisper-flamingo prepare synthetic-tagging --out data/synthetic_tagging
 """
