@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="corpus and training seed (default: 0)")
     parser.add_argument("--train", type=int, default=40, help="training utterances per language (default: 40)")
     parser.add_argument("--valid", type=int, default=4, help="validation utterances per language (default: 4)")
-    parser.add_argument("--test", type=int, default=6, help="test utterances per language (default: 6)")
+    parser.add_argument("--test", type=int, default=4, help="test utterances per language (default: 4)")
     parser.add_argument("--steps", type=int, default=None, help="multi-all training steps (default: the config's)")
     parser.add_argument("--en-x-steps", type=int, default=50, help="En-X training steps (default: 50)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel synthesis processes (default: 2)")
