@@ -214,6 +214,7 @@ def test_non_latin_text_survives_jsonl_and_tables(tmp_path):
                     w.write(r)
             assert [r["hyp"].encode() for r in read_done(d / "utterances.jsonl").values()] == \
                 [r["hyp"].encode() for r in rows]
+            assert text.encode("utf-8") in (d / "utterances.jsonl").read_bytes()  # UTF-8, not \u escapes
             metric = "wer" if task == "transcribe" else "bleu"
             write_outputs(d, rows, metric, lang, "muavic",
                           {"lang": lang, "lang_arg": lang, "split": "test", "modality": "asr", "snr": 1000.0,
@@ -270,3 +271,20 @@ def test_decode_several_tasks_in_one_run(tmp_path):
         decode_cmd.settings_from_args(args)
     single = decode_cmd.task_runs(parser.parse_args(["--lang", "ar", "--task", "En-X"]))
     assert [(r.task, r.lang, r.decode_path) for r in single] == [("En-X", ["ar"], "decode/")]
+
+
+def test_demo_multi_scores_by_task_and_averages(tmp_path):
+    from whisper_flamingo.commands.demo_multi import average, scores
+    from whisper_flamingo.errors import WFError
+
+    for task, lang, snr, score in (("transcribe", "fr", 0.0, 40.0), ("transcribe", "ar", 0.0, 60.0),
+                                   ("transcribe", "fr", 1000.0, 10.0), ("En-X", "fr", 0.0, 12.5)):
+        d = tmp_path / task / lang / str(snr)
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({"lang": lang, "snr": snr, "score": score, "task": task}))
+    asr, bleu = scores(tmp_path), scores(tmp_path, "En-X")
+    assert asr == {("fr", "0"): 40.0, ("ar", "0"): 60.0, ("fr", "clean"): 10.0}
+    assert bleu == {("fr", "0"): 12.5}
+    assert average(asr, ("fr", "ar"), "0") == 50.0
+    with pytest.raises(WFError, match="no clean score"):
+        average(asr, ("fr", "ar"), "clean")
