@@ -19,6 +19,18 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def _lang_list(value: str) -> str:
+    """One ``--langs`` value (a code or a comma list), checked at parse time."""
+    from whisper_flamingo.preparation.synthetic.grammar import LANGS
+    from whisper_flamingo.preparation.synthetic.phrases import MULTI_LANGS
+
+    bad = [x for x in value.replace(",", " ").split() if x not in (*LANGS, *MULTI_LANGS)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unsupported language {', '.join(bad)}; choose from "
+                                         f"{', '.join(MULTI_LANGS)}")
+    return value
+
+
 def _add_synthetic(sub) -> None:
     from whisper_flamingo.preparation.synthetic.grammar import LANGS
 
@@ -38,7 +50,7 @@ def _add_synthetic(sub) -> None:
     p.add_argument("--test", type=int, default=40, help="test utterances (default: 40)")
     p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
                    help="worker processes (default: min(4, CPUs)); does not change the output")
-    p.add_argument("--langs", nargs="*", default=["fr"], metavar="LANG",
+    p.add_argument("--langs", nargs="*", default=["fr"], metavar="LANG", type=_lang_list,
                    help=f"En-X translation targets among {', '.join(LANGS)} (default: fr; none: no En-X); "
                         "a list with en or another MuAViC language (en,ar,de,el,es,fr,it,pt,ru; commas or "
                         "spaces) makes the multilingual corpus: ASR in each, En-X for el es fr it pt ru, "
