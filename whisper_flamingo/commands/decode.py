@@ -55,6 +55,13 @@ def flag_advice(message: str) -> str:
     return message
 
 
+class _OneOrMore(argparse.Action):
+    """``nargs="+"`` that keeps a single value as a string (the original's ``--task X``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values[0] if len(values) == 1 else list(values))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("original flags (whisper_decode_video.py)")
     g.add_argument("--lang", nargs="+", default=None,
@@ -95,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--av-hubert-ckpt", default=None,
                    help="(original) AV-HuBERT file that chose the code path ('ft' in the name = fine-tuned); "
                         "the checkpoint decides, a file that disagrees with it is refused")
-    g.add_argument("--task", nargs="+", default=["transcribe"], choices=["transcribe", "En-X", "X-En"],
+    g.add_argument("--task", nargs="+", default="transcribe", choices=["transcribe", "En-X", "X-En"],
+                   action=_OneOrMore,
                    help="transcribe, En-X or X-En (only X-En uses <|translate|>); several in one run, e.g. "
                         "--lang en ar de el es fr it pt ru --task transcribe En-X: each further task decodes the "
                         "--lang values that have its manifests (En-X: muavic/en/<X>/, X-En: muavic/<X>/en/) "
