@@ -113,6 +113,20 @@ def prepare_multi_corpus(corpus: Path, seed: int, train: int, valid: int, test: 
     return babble
 
 
+def named(last: Path) -> Path:
+    """``checkpoints/<run>/last.ckpt`` as ``checkpoints/<run>.ckpt`` (a hard link, else a copy), so that
+    decode folders and result tables name the run instead of ``last.ckpt``."""
+    import shutil
+
+    dst = last.parent.parent / f"{last.parent.name}.ckpt"
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(last, dst)
+    except OSError:
+        shutil.copyfile(last, dst)
+    return dst
+
+
 def scores(decode_dir: Path, task: str = "transcribe") -> dict[tuple[str, str], float | None]:
     """``{(lang, 'clean'|'0'): score}`` of ``task`` from the ``summary.json`` files under ``decode_dir``."""
     out: dict[tuple[str, str], float | None] = {}
@@ -184,6 +198,7 @@ def _run(args: argparse.Namespace, t0: float) -> tuple[int, list[str]]:
                                               f"validate_every_n_batches={args.en_x_steps}"])
     step("train En-X", t)
 
+    multi, en_x_ckpt = named(multi), named(en_x_ckpt)
     t = time.perf_counter()
     _cli(["decode", "--model-type", args.model, "--checkpoint-path", str(multi), "--decode-path",
           str(decode / "fine_tuned"), *asr])
