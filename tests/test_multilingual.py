@@ -288,3 +288,15 @@ def test_demo_multi_scores_by_task_and_averages(tmp_path):
     assert average(asr, ("fr", "ar"), "0") == 50.0
     with pytest.raises(WFError, match="no clean score"):
         average(asr, ("fr", "ar"), "clean")
+
+
+def test_demo_multi_names_the_checkpoint_after_its_run(tmp_path):
+    from whisper_flamingo.commands.demo_multi import named
+
+    last = tmp_path / "checkpoints" / "demo_en-x_base" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"one")
+    assert named(last) == tmp_path / "checkpoints" / "demo_en-x_base.ckpt"
+    last.unlink()
+    last.write_bytes(b"two")  # a new last.ckpt (a rerun): the name follows it
+    assert named(last).read_bytes() == b"two"
