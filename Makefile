@@ -9,7 +9,7 @@ EXTRAS ?= weights,synth,prepare,test
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-av demo-tag test lint bench clean
+.PHONY: install demo demo-av demo-multi demo-tag test lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,9 @@ demo: $(STAMP)
 demo-av: $(STAMP)
 	$(BIN)/python -m whisper_flamingo.cli demo-av --out demo_out_av
 
+demo-multi: $(STAMP)
+	$(BIN)/python -m whisper_flamingo.cli demo-multi --out demo_out_multi
+
 demo-tag: $(STAMP)
 	$(BIN)/python -m whisper_flamingo.cli demo-tag --out demo_out_tag
 
@@ -51,4 +54,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf demo_out demo_out_av demo_out_tag .pytest_cache
+	rm -rf demo_out demo_out_av demo_out_tag demo_out_multi .pytest_cache

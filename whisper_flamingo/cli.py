@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run the end-to-end demo on generated data"),
     "demo-tag": ("demo_tag", "run the Whisper-AT tagging demo (synthetic clips, tiny.en features, TL-TR, jfk.flac)"),
     "demo-av": ("demo_av", "run the audio-visual (stage 1 + stage 2) demo on generated data"),
+    "demo-multi": ("demo_multi", "run the multilingual demo (nine languages + En->X, base) on generated data"),
     "extract-video-features": ("extract_video_features",
                                "run a frozen video encoder over a manifest and store per-utterance features"),
     "extract-tag-features": ("extract_tag_features",

@@ -51,7 +51,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "av_fusion": ("", "separate", "lip-reader", "early", "None"),
     "accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "monitor_mode": ("max", "min"),
-    "val_normalizer": ("fairseq", "whisper", "none"),
+    "val_normalizer": ("fairseq", "whisper", "muavic", "none"),
     "video_model_config": ("", "tiny", "base", "large", "lip2d"),
     "video_model_mode": ("auto", "finetuned", "pretrained"),
     "tagging_input": ("auto", "features", "fbank", "waveform"),

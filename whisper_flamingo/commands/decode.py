@@ -55,6 +55,13 @@ def flag_advice(message: str) -> str:
     return message
 
 
+class _OneOrMore(argparse.Action):
+    """``nargs="+"`` that keeps a single value as a string (the original's ``--task X``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values[0] if len(values) == 1 else list(values))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("original flags (whisper_decode_video.py)")
     g.add_argument("--lang", nargs="+", default=None,
@@ -95,10 +102,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--av-hubert-ckpt", default=None,
                    help="(original) AV-HuBERT file that chose the code path ('ft' in the name = fine-tuned); "
                         "the checkpoint decides, a file that disagrees with it is refused")
-    g.add_argument("--task", default="transcribe", choices=["transcribe", "En-X", "X-En"],
-                   help="transcribe, En-X or X-En (only X-En uses <|translate|>)")
-    g.add_argument("--normalizer", default="fairseq", choices=["fairseq", "whisper", "none"],
-                   help="text normaliser for WER (default: fairseq)")
+    g.add_argument("--task", nargs="+", default="transcribe", choices=["transcribe", "En-X", "X-En"],
+                   action=_OneOrMore,
+                   help="transcribe, En-X or X-En (only X-En uses <|translate|>); several in one run, e.g. "
+                        "--lang en ar de el es fr it pt ru --task transcribe En-X: each further task decodes the "
+                        "--lang values that have its manifests (En-X: muavic/en/<X>/, X-En: muavic/<X>/en/) "
+                        "into <decode-path>/<task>/")
+    g.add_argument("--normalizer", default="fairseq", choices=["fairseq", "whisper", "muavic", "none"],
+                   help="text normaliser for WER (default: fairseq; muavic: fairseq for en, the mTEDx label rules "
+                        "for the other languages)")
     g.add_argument("--use-original-whisper", type=switch, default=0, nargs="?", const=1,
                    metavar="0|1", help="1 = zero-shot OpenAI Whisper --model-type (ignores --checkpoint-path; "
                                        "30-s padded input) (default: 0; zero-shot anyway without --checkpoint-path)")
@@ -204,6 +216,11 @@ def settings_from_args(args: argparse.Namespace):
     for flag, value in (("--tokens-per-second", args.tokens_per_second), ("--loop-repeats", args.loop_repeats)):
         if value is not None and not guard:
             raise ConfigError(f"{flag} {value}: tunes the runaway guard, which is off; add --runaway-guard")
+    task = args.task
+    if not isinstance(task, str):
+        if len(task) != 1:
+            raise ConfigError(f"--task {' '.join(task)}: one task per decode run (task_runs splits several)")
+        task = task[0]
     defaults = SearchOptions()
     tps = defaults.budget_per_second if args.tokens_per_second is None else args.tokens_per_second or None
     search = SearchOptions(beam_size=args.beam_size, patience=args.patience, length_penalty=args.length_penalty,
@@ -213,7 +230,7 @@ def settings_from_args(args: argparse.Namespace):
         langs=list(args.lang), model_type=args.model_type, checkpoint_path=args.checkpoint_path,
         use_original_whisper=bool(args.use_original_whisper), noise_snrs=list(args.noise_snr),
         noise_fns=list(args.noise_fn) if args.noise_fn else [None], modalities=list(args.modalities),
-        task=args.task, normalizer=args.normalizer, fp16=bool(args.fp16), decode_path=args.decode_path,
+        task=task, normalizer=args.normalizer, fp16=bool(args.fp16), decode_path=args.decode_path,
         whisper_path=args.whisper_path, muavic_root=args.muavic_root, lrs2_root=args.lrs2_root,
         split=args.split, batch_bins=args.batch_bins, max_utterances=args.max_utterances, seed=args.seed,
         num_workers=args.num_workers, on_bad_sample=args.on_bad_sample, overwrite=args.overwrite,
@@ -223,11 +240,39 @@ def settings_from_args(args: argparse.Namespace):
         at_time_res=args.at_time_res)
 
 
+def _task_dir(base: Path, task: str, lang: str) -> Path:
+    """The folder holding ``task``'s manifests for ``lang`` under ``<muavic_root>/muavic``."""
+    return {"En-X": base / "en" / lang, "X-En": base / lang / "en"}.get(task, base / lang)
+
+
+def task_runs(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """One namespace per ``--task`` value.  A single task decodes every ``--lang`` into ``--decode-path``
+    (the original's behaviour); with several, the first decodes every ``--lang`` there and each further
+    task decodes the ``--lang`` values whose manifests it has (En-X: ``muavic/en/<X>/``, X-En:
+    ``muavic/<X>/en/``; never ``en``) into ``<decode-path>/<task>/``."""
+    tasks = [args.task] if isinstance(args.task, str) else list(dict.fromkeys(args.task))
+    base = Path(args.muavic_root or ".") / "muavic"
+    runs = []
+    for k, task in enumerate(tasks):
+        ns = argparse.Namespace(**vars(args))
+        ns.task = task
+        if k:
+            ns.lang = [x for x in (args.lang or []) if x != "en" and _task_dir(base, task, x).is_dir()]
+            ns.decode_path = str(Path(args.decode_path) / task)
+            if not ns.lang:
+                raise ConfigError(f"--task {task}: none of --lang {' '.join(args.lang or [])} has {task} manifests "
+                                  f"under {base}")
+        runs.append(ns)
+    return runs
+
+
 def run(args: argparse.Namespace) -> int:
     from whisper_flamingo.decoding.runner import run_decode
 
+    summaries = []
     try:
-        summaries = run_decode(settings_from_args(apply_yaml(args)))
+        for ns in task_runs(apply_yaml(args)):
+            summaries += run_decode(settings_from_args(ns))
     except WFError as err:  # advice of the data layer names config keys: name this command's flags
         err.args = (flag_advice(str(err)),)
         raise

@@ -12,8 +12,23 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _lang_list(value: str) -> str:
+    """One ``--langs`` value (a code or a comma list), checked at parse time."""
+    from whisper_flamingo.preparation.synthetic.grammar import LANGS
+    from whisper_flamingo.preparation.synthetic.phrases import MULTI_LANGS
+
+    bad = [x for x in value.replace(",", " ").split() if x not in (*LANGS, *MULTI_LANGS)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unsupported language {', '.join(bad)}; choose from "
+                                         f"{', '.join(MULTI_LANGS)}")
+    return value
 
 
 def _add_synthetic(sub) -> None:
@@ -35,8 +50,11 @@ def _add_synthetic(sub) -> None:
     p.add_argument("--test", type=int, default=40, help="test utterances (default: 40)")
     p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
                    help="worker processes (default: min(4, CPUs)); does not change the output")
-    p.add_argument("--langs", nargs="*", default=["fr"], choices=list(LANGS), metavar="LANG",
-                   help=f"En-X translation targets among {', '.join(LANGS)} (default: fr; none: no En-X)")
+    p.add_argument("--langs", nargs="*", default=["fr"], metavar="LANG", type=_lang_list,
+                   help=f"En-X translation targets among {', '.join(LANGS)} (default: fr; none: no En-X); "
+                        "a list with en or another MuAViC language (en,ar,de,el,es,fr,it,pt,ru; commas or "
+                        "spaces) makes the multilingual corpus: ASR in each, En-X for el es fr it pt ru, "
+                        "multilingual babble; --train/--valid/--test are then per language")
     p.add_argument("--min-words", type=int, default=5, help="shortest sentence in words (default: 5)")
     p.add_argument("--max-words", type=int, default=11, help="longest sentence in words (default: 11)")
     p.add_argument("--relative-paths", action="store_true",
@@ -48,7 +66,7 @@ def _add_synthetic(sub) -> None:
 
 
 EXAMPLES = """examples:
-  whisper-flamingo prepare synthetic --out data/synthetic
+  whisper-flamingo prepare synthetic --out data/synthetic_multi --langs en,ar,de,el,es,fr,it,pt,ru --train 40
   whisper-flamingo prepare synthetic-tagging --out data/synthetic_tagging
   whisper-flamingo prepare esc50 --src ESC-50-master --out data/esc50   # or speechcommands --src speech_commands_v0.02
 """
@@ -124,12 +142,17 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown prepare target {args.what}")
     from whisper_flamingo.errors import ConfigError
     from whisper_flamingo.preparation.synthetic import generate_corpus
+    from whisper_flamingo.preparation.synthetic.grammar import LANGS
+    from whisper_flamingo.preparation.synthetic.multilingual import parse_langs
 
+    langs = parse_langs(args.langs)
+    if not set(langs) <= set(LANGS):
+        return _run_multilingual(args, langs)
     if args.min_words < 3 or args.max_words < args.min_words:
         raise ConfigError(f"--min-words {args.min_words} / --max-words {args.max_words}: need "
                           "3 <= min-words <= max-words")
     info = generate_corpus(args.out, seed=args.seed, n_train=args.train, n_valid=args.valid,
-                           n_test=args.test, jobs=args.jobs, en_x_langs=tuple(args.langs),
+                           n_test=args.test, jobs=args.jobs, en_x_langs=langs,
                            min_words=args.min_words, max_words=args.max_words,
                            relative_paths=args.relative_paths, noise=not args.no_noise,
                            progress=not args.no_progress)
@@ -138,6 +161,25 @@ def run(args: argparse.Namespace) -> int:
              f"En-X: {', '.join(info.langs) or 'none'}", f"  muavic_root: {info.root}"]
     if info.babble_wav is not None:
         lines += [f"  babble (valid/test): {info.babble_tsv['valid']} {info.babble_tsv['test']}",
+                  f"  training noise: {info.train_noise_tsv}"]
+    print("\n".join(lines))  # noqa: T201 - the command's user-facing summary
+    return 0
+
+
+def _run_multilingual(args: argparse.Namespace, langs: tuple[str, ...]) -> int:
+    from whisper_flamingo.preparation.synthetic.multilingual import generate_multilingual_corpus
+
+    if args.relative_paths:
+        log.warning("--relative-paths is not supported by the multilingual corpus; writing absolute paths")
+    info = generate_multilingual_corpus(args.out, langs, seed=args.seed, n_train=args.train,
+                                        n_valid=args.valid, n_test=args.test, jobs=args.jobs,
+                                        noise=not args.no_noise, progress=not args.no_progress)
+    lines = [f"multilingual synthetic corpus in {info.root} ({info.elapsed_s:.1f} s): "
+             f"{' '.join(info.extra['asr_langs'])}; per language train {info.sizes['train']}, valid "
+             f"{info.sizes['valid']}, test {info.sizes['test']}; En-X: {' '.join(info.langs) or 'none'}",
+             f"  muavic_root: {info.root}"]
+    if info.babble_wav is not None:
+        lines += [f"  multilingual babble (valid/test): {info.babble_tsv['valid']} {info.babble_tsv['test']}",
                   f"  training noise: {info.train_noise_tsv}"]
     print("\n".join(lines))  # noqa: T201 - the command's user-facing summary
     return 0

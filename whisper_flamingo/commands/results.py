@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dirs", nargs="+", help="folders holding decode outputs (searched recursively)")
     parser.add_argument("--out", default=None, help="output folder (default: <first DIR>/results)")
     parser.add_argument("--decimals", type=int, default=2, help="decimals in the tables (default: 2)")
-    parser.add_argument("--normalizer", default=None, choices=["fairseq", "whisper", "none"],
+    parser.add_argument("--normalizer", default=None, choices=["fairseq", "whisper", "muavic", "none"],
                         help="re-score WER from the saved wer.json with this normaliser")
 
 

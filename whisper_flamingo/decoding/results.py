@@ -8,7 +8,7 @@ Files written by :func:`write_results`:
 
 * ``results.csv``: one tidy table, one row per model × condition × language × metric (columns
   :data:`CSV_COLUMNS`), read by ``pandas.read_csv`` with no options;
-* ``results.md`` for humans, one set of tables per *setup* (model, beam, split, normaliser): the main
+* ``results.md`` for humans, one set of tables per *setup* (model, beam, split, normaliser, task): the main
   table, as the original result notebooks (rows ``<modality>-<noise condition>``, e.g. ``Audio-Clean``,
   ``Audio-Visual-Babble-LRS3``, for clean and 0 dB; columns the languages, ``en`` first, and
   ``Avg non-En``), and the SNR sweep (rows language, modality, noise; columns the SNRs and ``clean``);
@@ -61,14 +61,15 @@ class Entry:
     utterances: int | None = None
     path: str = ""
     extra: dict = field(default_factory=dict)
+    task: str = "transcribe"
 
     @property
     def clean(self) -> bool:
         return self.snr >= CLEAN_SNR
 
     @property
-    def setup(self) -> tuple[str, int, str, str]:
-        return (self.model, self.beam, self.split, self.normalizer)
+    def setup(self) -> tuple[str, int, str, str, str]:
+        return (self.model, self.beam, self.split, self.normalizer, self.task)
 
 
 def _from_summary(path: Path) -> Entry:
@@ -80,7 +81,8 @@ def _from_summary(path: Path) -> Entry:
                  beam=int(s.get("beam", 1)), metric=s["metric"], score=s.get("score"),
                  normalizer=s.get("normalizer", "fairseq"), visible=int(s.get("visible", 0)),
                  utterances=s.get("utterances"), path=str(path.parent),
-                 extra={"wer": s.get("scores", {}).get("wer", {}).get("wer")})
+                 extra={"wer": s.get("scores", {}).get("wer", {}).get("wer")},
+                 task=str(s.get("task") or "transcribe"))
 
 
 def _from_original(path: Path, root: Path) -> Entry | None:
@@ -176,9 +178,9 @@ def _fmt(v, decimals: int, empty: str = "–") -> str:
     return str(v)
 
 
-def _setup_title(setup: tuple[str, int, str, str]) -> str:
-    model, beam, split, norm = setup
-    return f"{model} · beam {beam} · {split} · {norm}"
+def _setup_title(setup: tuple[str, int, str, str, str]) -> str:
+    model, beam, split, norm, task = setup
+    return f"{model} · beam {beam} · {split} · {norm}" + ("" if task == "transcribe" else f" · {task}")
 
 
 def main_tables(entries: Sequence[Entry]) -> list[Table]:

@@ -5,6 +5,10 @@ Normalisers (``--normalizer``):
 * ``fairseq`` (the original default, fairseq's ``WerScorer``): sacrebleu ``13a`` tokenisation, tokens
   made only of Unicode punctuation dropped, lowercased;
 * ``whisper``: openai-whisper's ``EnglishTextNormalizer`` for English, ``BasicTextNormalizer`` otherwise;
+* ``muavic`` (the mWhisper-Flamingo tables): ``fairseq`` for English, the mTEDx label rules of MuAViC's
+  non-English references for the other languages (:func:`whisper_flamingo.preparation.labels.normalize_line`:
+  the ``fairseq`` steps, then every character that is not a word character, space or apostrophe deleted and
+  apostrophe quotes unwrapped), so a hypothesis is normalised exactly as its reference was;
 * ``none``: text as is (whitespace collapsed).
 
 WER is corpus level: (S + D + I) / reference words, summed over utterances, ×100.  Unlike the original
@@ -28,7 +32,7 @@ from whisper_flamingo.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-NORMALIZERS = ("fairseq", "whisper", "none")
+NORMALIZERS = ("fairseq", "whisper", "muavic", "none")
 COUNT_KEYS = ("sub", "del", "ins", "hits", "ref_words", "hyp_words", "char_errors", "ref_chars")
 
 
@@ -65,6 +69,12 @@ def normalize(text: str, normalizer: str, lang: str = "en") -> str:
     if normalizer == "whisper":
         norm = _english() if lang == "en" else _basic()
         return " ".join(norm(text).split())
+    if normalizer == "muavic":
+        from whisper_flamingo.preparation.labels import LANGS, normalize_line
+
+        if lang == "en" or lang not in LANGS:
+            return normalize(text, "fairseq")
+        return normalize_line(text, lang)
     if normalizer == "none":
         return " ".join(text.split())
     raise ConfigError(f"normalizer {normalizer!r}: use one of {', '.join(NORMALIZERS)}")

@@ -274,10 +274,31 @@ class WhisperASRTask(pl.LightningModule):
                 scores = wer_cer(acc["refs"], acc["hyps"], normalizer=self.cfg.val_normalizer, lang=lang)
                 self.log(f"{name}/wer", float(scores["wer"]), sync_dist=False)
                 self.log(f"{name}/cer", float(scores["cer"]), sync_dist=False)
+                self._log_per_language(name, acc)
                 if acc["refs"]:
                     log.info("%s example: REF: %s | HYP: %s", name, acc["refs"][0], acc["hyps"][0])
         self._log_skipped("val")
         self._val = {}
+
+    def _log_per_language(self, name: str, acc: dict[str, Any]) -> None:
+        """With several languages in a loader: ``<name>/wer_<lang>`` per language, and for the
+        translation records of an En-X run (text not English) ``<name>/bleu_<lang>`` (sacrebleu)."""
+        from whisper_flamingo.data.manifest import resolve_selection
+        from whisper_flamingo.decoding.scoring import bleu_chrf, wer_cer
+
+        langs = list(dict.fromkeys(acc["langs"]))
+        if len(langs) < 2:
+            return
+        task = resolve_selection(self.cfg.lang, getattr(self.cfg, "whisper_task", "auto")).task
+        for lang in langs:
+            idx = [i for i, x in enumerate(acc["langs"]) if x == lang]
+            refs, hyps = [acc["refs"][i] for i in idx], [acc["hyps"][i] for i in idx]
+            if task == "transcribe" or lang == "en":
+                wer = wer_cer(refs, hyps, normalizer=self.cfg.val_normalizer, lang=lang)["wer"]
+                if wer is not None:
+                    self.log(f"{name}/wer_{lang}", float(wer), sync_dist=False)
+            else:
+                self.log(f"{name}/bleu_{lang}", float(bleu_chrf(refs, hyps)["bleu"]), sync_dist=False)
 
     def _record_utterances(self, name: str, acc: dict[str, Any]) -> None:
         """Keep (and log) how many utterances of loader ``name`` each rank validated."""

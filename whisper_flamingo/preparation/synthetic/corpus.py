@@ -311,8 +311,14 @@ def _write_noise(noise_dir: Path, pcms: list[np.ndarray], rng: random.Random):
     for split in ("valid", "test"):
         babble_tsv[split] = noise_dir / "babble" / f"{split}.tsv"
         _write_lines(babble_tsv[split], [str(babble_wav)])
+    train_noise_tsv, kinds = write_train_noise(noise_dir, pcms[N_BABBLE:], rng)
+    return babble_wav, babble_tsv, train_noise_tsv, source_paths, kinds
+
+
+def write_train_noise(noise_dir: Path, pool: list[np.ndarray], rng: random.Random
+                      ) -> tuple[Path, dict[str, list[str]]]:
+    """Training noise from a pool of utterances (babble, speech) and generated noise -> ``train.tsv``."""
     nrng = np.random.default_rng(rng.getrandbits(63))
-    pool = pcms[N_BABBLE:]
     train_noise: list[Path] = []
     kinds = {}
     for kind in ("babble", "speech", "white", "pink", "music"):
@@ -336,8 +342,7 @@ def _write_noise(noise_dir: Path, pcms: list[np.ndarray], rng: random.Random):
             kinds.setdefault(kind, []).append(str(p))
     train_noise_tsv = noise_dir / "train.tsv"
     _write_lines(train_noise_tsv, [str(p) for p in train_noise])
-
-    return babble_wav, babble_tsv, train_noise_tsv, source_paths, kinds
+    return train_noise_tsv, kinds
 
 
 def generate_corpus(out: Path, seed: int = 0, n_train: int = 300, n_valid: int = 40, n_test: int = 40,
