@@ -87,7 +87,8 @@ class Config:
     # ----- what is trained -----
     task: str = field(default="auto", metadata=_doc(
         "Training task (whisper_flamingo.tasks.registry): asr (stage 1, audio-only Whisper) or flamingo "
-        "(stage 2, Whisper-Flamingo) or tagging (sound-event tags, config/tagging/); auto = flamingo when "
+        "(stage 2, Whisper-Flamingo) or tagging (sound-event tags, config/tagging/) or mae (SAT's ViT "
+        "pre-training); auto = flamingo when "
         "add_gated_x_attn is set or av_fusion is separate / "
         "lip-reader, else asr (as the original chose its script)."))
 
