@@ -166,13 +166,19 @@ def test_sat_trains_from_psl_table_and_streams(tmp_path, tiny_models):
         f"data_val={s['val']}", f"label_csv={s['labels']}", "batch_size=4", "learning_rate=0.01",
         "warmup_steps=2", "lr_min_ratio=0.1",
         "num_train_steps=24", "validate_every_n_batches=6", "samples_per_epoch=24", "balanced_sampling=true",
-        "monitor=val/mAP", *_common(tmp_path, "sat")])
+        "monitor=val/loss", "monitor_mode=min", "average_best=2", *_common(tmp_path, "sat")])
     out = train(cfg)
     rows = _rows(out / "result.csv")
     assert len(rows) == 4
     assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
     assert float(rows[-1]["lr"]) == pytest.approx(0.01 * 0.1)
     assert float(rows[-1]["mAP"]) == pytest.approx(1.0)
+    # averaged.pt: the mean of the 2 epochs with the lowest validation loss (SAT averages its 4 best)
+    best = sorted(range(4), key=lambda i: float(rows[i]["valid_loss"]))[:2]
+    states = [torch.load(out / "epochs" / f"epoch-{i + 1:03d}.pt") for i in best]
+    averaged = torch.load(out / "averaged.pt")
+    assert torch.allclose(averaged["patch_embed.proj.weight"],
+                          (states[0]["patch_embed.proj.weight"] + states[1]["patch_embed.proj.weight"]) / 2)
     # the trained weights load strictly as a SAT and stream chunk by chunk with the memory
     model = SAT.from_checkpoint(out / "epochs" / "epoch-004.pt")
     assert model.cfg.target_length == 96 and model.cfg.cache_length == 96

@@ -271,6 +271,9 @@ class Config:
     wa_end: int = field(default=0, metadata=_doc("Tagging: last epoch of weight averaging (inclusive)."))
     tagging_loss: str = field(default="BCE", metadata=_doc(
         "Tagging loss: BCE (multi-label, soft targets) or CE (single-label, target = argmax)."))
+    average_best: int = field(default=0, metadata=_doc(
+        "Tagging: after training, average the state dicts of the N epochs with the best monitor value (a val/* "
+        "metric) into averaged.pt (SAT: the 4 best by mAP); 0 = off."))
     psl_table: str = field(default="", metadata=_doc(
         "SAT training: pseudo-strong-label table (filename, start, end, prob, idxs; .tsv/.csv, or .parquet with "
         "pyarrow); data_train is then SAT's clip table (filename, labels as ;-joined indices) and every training "
@@ -547,10 +550,11 @@ def _validate(cfg: Config, where: str) -> None:
     for key in ("batch_size", "learning_rate", "val_batch_bins_multiplier"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{where}key '{key}' must be positive, got {getattr(cfg, key)}")
-    if cfg.samples_per_epoch < 0 or not 0.0 <= cfg.adam_beta1 < 1.0:
-        bad = "samples_per_epoch" if cfg.samples_per_epoch < 0 else "adam_beta1"
-        raise ConfigError(f"{where}key '{bad}' has an invalid value {getattr(cfg, bad)} (samples_per_epoch >= 0, "
-                          "0 <= adam_beta1 < 1)")
+    if cfg.samples_per_epoch < 0 or cfg.average_best < 0 or not 0.0 <= cfg.adam_beta1 < 1.0:
+        bad = "samples_per_epoch" if cfg.samples_per_epoch < 0 else "average_best" if cfg.average_best < 0 \
+            else "adam_beta1"
+        raise ConfigError(f"{where}key '{bad}' has an invalid value {getattr(cfg, bad)} (samples_per_epoch, "
+                          "average_best >= 0; 0 <= adam_beta1 < 1)")
     if cfg.save_top_k < 0:
         raise ConfigError(f"{where}key 'save_top_k' must be >= 0, got {cfg.save_top_k}")
     if cfg.warmup_steps < 0 or cfg.num_worker < 0 or cfg.n_mels not in (0, 80, 128):

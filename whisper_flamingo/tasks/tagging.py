@@ -356,10 +356,31 @@ class TaggingTask(pl.LightningModule):
             for r in rows:
                 w.writerow({k: r.get(k, "") for k in RESULT_COLUMNS})
 
+    def average_best_epochs(self, n: int) -> list[int]:
+        """Average the ``n`` epochs with the best ``monitor`` value (SAT keeps its 4 best by mAP and averages
+        them) into ``averaged.pt``; returns the epochs used."""
+        from whisper_flamingo.checkpoints.averaging import average_state_dicts, epoch_state_path
+        from whisper_flamingo.checkpoints.io import read_checkpoint_file
+
+        key = self.cfg.monitor.split("/", 1)[-1]
+        key = "valid_loss" if key == "loss" else key  # the result.csv column
+        rows = [r for r in self.history if key in r and not math.isnan(float(r[key]))]
+        if not self.cfg.monitor.startswith("val/") or not rows:
+            log.warning("average_best: no val/%s values to rank the epochs by; nothing averaged", key)
+            return []
+        rows.sort(key=lambda r: float(r[key]), reverse=self.cfg.monitor_mode == "max")
+        epochs = [int(r["epoch"]) for r in rows[:n]]
+        state = average_state_dicts([read_checkpoint_file(epoch_state_path(self.epoch_dir, e)) for e in epochs])
+        torch.save(state, self.cfg.checkpoint_dir / "averaged.pt")
+        log.info("averaged.pt = mean of epochs %s (best %d by %s)", epochs, n, self.cfg.monitor)
+        return epochs
+
     def on_train_end(self) -> None:
         cfg = self.cfg
         for reason, n in self.skipped["train"].items():
             log.info("training skipped %d bad clips (%s)", n, reason)
+        if cfg.average_best and self.trainer.is_global_zero:
+            self.average_best_epochs(cfg.average_best)
         if not cfg.wa_start or not self.trainer.is_global_zero:
             return
         from whisper_flamingo.checkpoints.averaging import average_epochs
