@@ -25,7 +25,8 @@ table (:mod:`whisper_flamingo.data.sat_psl`; ``data_train`` is then SAT's clip t
 chunk's soft teacher probabilities, the balanced weights are SAT's (``1000 / (count + 100)``), drawn
 ``samples_per_epoch`` times per pass; ``lr_schedule: cosine`` (linear warm-up, cosine to
 ``lr_min_ratio``) and ``adam_beta1: 0.9`` give SAT's optimiser; ``init_from`` loads a ViT/MAE encoder
-into the SAT before training (upstream never loads its MAE weights).
+into the SAT before training (upstream never loads its MAE weights); ``average_best: 4`` averages the 4
+best epochs by the monitor into ``averaged.pt``, as SAT does.
 """
 
 from __future__ import annotations
