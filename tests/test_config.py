@@ -106,12 +106,13 @@ def test_overrides_work_for_every_key(tmp_path: Path):
             new = value
         if key in ("task", "whisper_task", "spec_augment", "on_bad_sample", "noise_offset_train", "noise_offset_eval",
                    "precision", "av_fusion", "accelerator", "monitor_mode", "val_normalizer", "n_mels",
-                   "video_model_config", "video_model_mode", "tagging_input", "tagging_loss"):
+                   "video_model_config", "video_model_mode", "tagging_input", "tagging_loss", "lr_schedule"):
             new = {"task": "flamingo", "whisper_task": "X-En", "spec_augment": "ls-double", "on_bad_sample": "skip",
                    "noise_offset_train": "zero", "noise_offset_eval": "random", "precision": "bf16-mixed",
                    "av_fusion": "separate", "accelerator": "cpu", "monitor_mode": "min",
                    "val_normalizer": "none", "n_mels": 128, "video_model_config": "base",
-                   "video_model_mode": "pretrained", "tagging_input": "fbank", "tagging_loss": "CE"}[key]
+                   "video_model_mode": "pretrained", "tagging_input": "fbank", "tagging_loss": "CE",
+                   "lr_schedule": "cosine"}[key]
         elif isinstance(value, str):
             new = "/abs/x" if key.endswith(("_dir", "_root", "_path", "_ckpt")) or key.startswith("noise_fn") \
                 or key in PATH_KEYS else "abc"

@@ -311,6 +311,11 @@ def test_synthetic_tagging_set_has_esc50_folds_and_sat_tables(tmp_path):
     for _, start, end, prob, idxs in psl[1:]:
         assert float(end) - float(start) == 2.0 and len(prob.split(";")) == len(idxs.split(";"))
         assert all(0.0 < float(p) <= 1.0 for p in prob.split(";"))
+    # the 4-s table of the 2-s models (two whole 4-s chunks per 10-s clip), read by SAT training
+    from whisper_flamingo.data.sat_psl import read_psl
+
+    rows = read_psl(tmp_path / "s" / "sat" / "psl_chunked4s.tsv", tmp_path / "s" / "sat" / "train.tsv", 527)
+    assert len(rows) == 3 * 2 and all(r.end - r.start == 4.0 and Path(r.wav).is_file() for r in rows)
 
 
 def test_training_that_ends_before_wa_start_keeps_its_weights(tmp_path, small_head, caplog):

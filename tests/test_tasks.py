@@ -29,10 +29,11 @@ def test_builtin_tasks_map_to_module_datamodule_and_builder():
     # as the original: stage 2 lets DDP skip unused parameters and syncs BatchNorm, stage 1 neither
     assert (asr.find_unused_parameters, asr.sync_batchnorm) == (False, False)
     assert (flamingo.find_unused_parameters, flamingo.sync_batchnorm) == (True, True)
-    assert registry.task_names() == ["asr", "flamingo", "tagging"]
+    assert registry.task_names() == ["asr", "flamingo", "mae", "tagging"]
 
 
 def test_tagging_configs_load_and_name_the_tagging_task():
+    from whisper_flamingo.models.registry import get_entry
     from whisper_flamingo.tasks.tagging import TaggingTask, build_tagging_model, tagging_datamodule
 
     tagging = get_task("tagging")
@@ -40,7 +41,8 @@ def test_tagging_configs_load_and_name_the_tagging_task():
         (TaggingTask, tagging_datamodule, build_tagging_model)
     for path in sorted((ROOT / "config" / "tagging").glob("*.yaml")):
         cfg = load_config(path, resolve=False)
-        assert task_for(cfg).name == "tagging" and cfg.tagging_model.startswith("whisper-at-tltr-")
+        assert task_for(cfg).name == ("mae" if path.stem.startswith("mae_") else "tagging")
+        get_entry(cfg.tagging_model)  # a registry model
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -31,7 +31,7 @@ PATH_KEYS = (
     "work_dir", "muavic_root", "lrs2_root", "whisper_download_root", "vc2_path", "noise_fn", "noise_fn_val",
     "noise_fn_test", "log_output_dir", "check_output_dir", "pt_ckpt", "video_model_ckpt",
     "video_feature_dir", "trace_batches_dir", "label_csv", "data_train", "data_val", "data_eval", "feature_dir",
-    "ast_init",
+    "ast_init", "psl_table", "init_from",
 )
 
 #: ``lang`` values with a special meaning (anything else is a single language code)
@@ -56,6 +56,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "video_model_mode": ("auto", "finetuned", "pretrained"),
     "tagging_input": ("auto", "features", "fbank", "waveform"),
     "tagging_loss": ("BCE", "CE"),
+    "lr_schedule": ("multistep", "cosine"),
 }
 
 
@@ -86,7 +87,8 @@ class Config:
     # ----- what is trained -----
     task: str = field(default="auto", metadata=_doc(
         "Training task (whisper_flamingo.tasks.registry): asr (stage 1, audio-only Whisper) or flamingo "
-        "(stage 2, Whisper-Flamingo) or tagging (sound-event tags, config/tagging/); auto = flamingo when "
+        "(stage 2, Whisper-Flamingo) or tagging (sound-event tags, config/tagging/) or mae (SAT's ViT "
+        "pre-training); auto = flamingo when "
         "add_gated_x_attn is set or av_fusion is separate / "
         "lip-reader, else asr (as the original chose its script)."))
 
@@ -288,6 +290,25 @@ class Config:
         "Cross-validation: train once per fold k = 1..folds with '{fold}' in data_train/data_val/data_eval "
         "replaced by k, into <train_id>/fold<k>; then acc_fold.csv (the best fold-averaged epoch) and the "
         "fold-averaged result.csv. 0 = one run."))
+    average_best: int = field(default=0, metadata=_doc(
+        "Tagging: after training, average the state dicts of the N epochs with the best monitor value (a val/* "
+        "metric) into averaged.pt (SAT: the 4 best by mAP); 0 = off."))
+    psl_table: str = field(default="", metadata=_doc(
+        "SAT training: pseudo-strong-label table (filename, start, end, prob, idxs; .tsv/.csv, or .parquet with "
+        "pyarrow); data_train is then SAT's clip table (filename, labels as ;-joined indices) and every training "
+        "example is one PSL chunk with its soft labels."))
+    samples_per_epoch: int = field(default=0, metadata=_doc(
+        "Tagging: clips drawn per pass of the training sampler (SAT: 200000, with replacement); 0 = the list size."))
+    lr_schedule: str = field(default="multistep", metadata=_doc(
+        "Tagging/MAE: multistep (AST/Whisper-AT, per epoch) or cosine (SAT/MAE: linear warm-up from 0 over "
+        "warmup_steps, then cosine per step to lr_min_ratio * learning_rate at num_train_steps)."))
+    lr_min_ratio: float = field(default=0.1, metadata=_doc(
+        "Tagging/MAE cosine schedule: final lr as a fraction of learning_rate (SAT 0.1, MAE 0.01)."))
+    adam_beta1: float = field(default=0.95, metadata=_doc(
+        "Tagging/MAE: Adam beta1 (AST/Whisper-AT 0.95; SAT/MAE, whose Adam8bit keeps the default, 0.9)."))
+    init_from: str = field(default="", metadata=_doc(
+        "SAT training: a ViT/MAE checkpoint (task: mae output, a released AudioTransformer, a state dict) whose "
+        "encoder initialises the SAT (load_vit_into_sat; the head stays fresh). '' = random init."))
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -327,7 +348,7 @@ class Config:
         if self.vc2:
             want.append("vc2_path")
         want += [k for k in ("noise_fn", "noise_fn_val", "noise_fn_test", "pt_ckpt", "video_model_ckpt", "ast_init",
-                             "video_feature_dir") if getattr(self, k)]
+                             "video_feature_dir", "psl_table", "init_from") if getattr(self, k)]
         return [f"{k}={getattr(self, k)}" for k in want if not Path(str(getattr(self, k))).expanduser().exists()]
 
     def check_paths(self) -> None:
@@ -527,7 +548,7 @@ def _interpolate(values: dict[str, Any], where_of: dict[str, str]) -> None:
 
 def _validate(cfg: Config, where: str) -> None:
     """Checks across keys and value ranges."""
-    for key in ("noise_prob", "prob_use_av", "prob_use_a", "mixup", "label_smoothing"):
+    for key in ("noise_prob", "prob_use_av", "prob_use_a", "mixup", "label_smoothing", "lr_min_ratio"):
         v = getattr(cfg, key)
         if not 0.0 <= v <= 1.0:
             raise ConfigError(f"{where}key '{key}' must lie in [0, 1], got {v}")
@@ -548,6 +569,11 @@ def _validate(cfg: Config, where: str) -> None:
     for key in ("batch_size", "learning_rate", "val_batch_bins_multiplier"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{where}key '{key}' must be positive, got {getattr(cfg, key)}")
+    if cfg.samples_per_epoch < 0 or cfg.average_best < 0 or not 0.0 <= cfg.adam_beta1 < 1.0:
+        bad = "samples_per_epoch" if cfg.samples_per_epoch < 0 else "average_best" if cfg.average_best < 0 \
+            else "adam_beta1"
+        raise ConfigError(f"{where}key '{bad}' has an invalid value {getattr(cfg, bad)} (samples_per_epoch, "
+                          "average_best >= 0; 0 <= adam_beta1 < 1)")
     if cfg.save_top_k < 0:
         raise ConfigError(f"{where}key 'save_top_k' must be >= 0, got {cfg.save_top_k}")
     if cfg.target_length < 16 or cfg.norm_std <= 0 or cfg.folds < 0:

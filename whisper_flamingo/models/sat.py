@@ -174,6 +174,12 @@ class AudioTransformer(nn.Module):
         self.norm = nn.LayerNorm(d, eps=1e-6)
         self.outputlayer = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, cfg.outputdim))
 
+    @property
+    def outputs_probabilities(self) -> bool:
+        """The output is a probability (sigmoid inside the model) unless pooling is ``logit``; the tagging
+        task then trains with BCE on probabilities, as upstream's ``BCELoss``."""
+        return self.cfg.pooling != "logit"
+
     # ------------------------------------------------------------------ pieces of the computation
     def log_mel(self, waveform: Tensor) -> Tensor:
         """dB log-mel ``[B, n_mels, 1 + N // 160]`` (floor over the whole batch), before BatchNorm."""

@@ -33,6 +33,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "asr": "whisper_flamingo.tasks.asr",
     "flamingo": "whisper_flamingo.tasks.flamingo",
     "tagging": "whisper_flamingo.tasks.tagging",
+    "mae": "whisper_flamingo.tasks.mae",
 }
 
 

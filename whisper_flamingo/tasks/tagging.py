@@ -22,12 +22,21 @@ the validation and held-out scores of the best-validation epoch (AST's Speech Co
 ``target_length`` frames, from ``ast_init`` when set.  With ``wa_start``
 the epochs ``wa_start..wa_end`` are averaged at the end of training, the model takes the averaged
 weights (saved as ``head_wa.pt``) and is scored again (``wa_result.csv``).
+
+SAT (reference §3.5): with ``psl_table`` the training examples are the chunks of a pseudo-strong-label
+table (:mod:`whisper_flamingo.data.sat_psl`; ``data_train`` is then SAT's clip table), the target is the
+chunk's soft teacher probabilities, the balanced weights are SAT's (``1000 / (count + 100)``), drawn
+``samples_per_epoch`` times per pass; ``lr_schedule: cosine`` (linear warm-up, cosine to
+``lr_min_ratio``) and ``adam_beta1: 0.9`` give SAT's optimiser; ``init_from`` loads a ViT/MAE encoder
+into the SAT before training (upstream never loads its MAE weights); ``average_best: 4`` averages the 4
+best epochs by the monitor into ``averaged.pt``, as SAT does.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,7 +114,25 @@ def build_tagging_model(cfg: Config) -> nn.Module:
             size = entry.config.get("model_size")
             return AST.from_checkpoint(cfg.ast_init, label_dim=n, input_tdim=cfg.target_length,
                                        **({"model_size": size} if size else {})).train()
-    return create(cfg.tagging_model, **overrides)
+    if entry.family == "sat" and entry.config.get("outputdim", 527) != n:  # SATConfig.outputdim: 527
+        overrides = {"outputdim": n}
+    model = create(cfg.tagging_model, **overrides)
+    if cfg.init_from:
+        init_from_vit(model, cfg.init_from)
+    return model
+
+
+def init_from_vit(model: nn.Module, path: str) -> None:
+    """Load the ViT/MAE encoder of ``path`` into the SAT ``model`` (key ``init_from``)."""
+    from whisper_flamingo.checkpoints.sat import load_vit_into_sat
+    from whisper_flamingo.models.sat import SAT
+
+    if not isinstance(model, SAT):
+        raise ConfigError(f"key 'init_from' loads a ViT/MAE encoder into a SAT, but tagging_model is a "
+                          f"{type(model).__name__}; clear init_from or train a sat-* model")
+    left = load_vit_into_sat(model, path)
+    log.info("init_from %s: SAT initialised from its encoder (%d SAT tensors kept their init: %s)", path, len(left),
+             ", ".join(left) or "none")
 
 
 class TaggingDataModule(pl.LightningDataModule):
@@ -132,6 +159,14 @@ class TaggingDataModule(pl.LightningDataModule):
         loader = INPUT_KINDS[self.kind](cfg)
         self.collator = TagCollator(loader, len(labels))
         lists = {"train": cfg.data_train, "val": cfg.data_val, "test": cfg.data_eval}
+        if cfg.psl_table:  # SAT: training examples are the chunks of the pseudo-strong-label table
+            from whisper_flamingo.data.sat_psl import PSLDataset, read_psl
+
+            if cfg.mixup or cfg.timem or cfg.freqm or cfg.label_smoothing:
+                log.warning("mixup/timem/freqm/label_smoothing are not applied to PSL chunks (SAT uses none)")
+            rows = read_psl(cfg.psl_table, lists.pop("train"), len(labels))
+            self.datasets["train"] = PSLDataset(rows, len(labels), cfg.on_bad_sample)  # type: ignore[assignment]
+            log.info("SAT training on %d pseudo-strong-label chunks of %s", len(rows), cfg.psl_table)
         for name, path in lists.items():
             if not path:
                 continue
@@ -141,11 +176,16 @@ class TaggingDataModule(pl.LightningDataModule):
                 label_smoothing=cfg.label_smoothing, timem=cfg.timem, freqm=cfg.freqm, seed=cfg.seed,
                 on_bad_sample=cfg.on_bad_sample)
         weights = None
-        if cfg.balanced_sampling:
+        if cfg.balanced_sampling and cfg.psl_table:
+            from whisper_flamingo.data.sat_psl import psl_weights
+
+            weights = psl_weights(self.datasets["train"].records, len(labels))  # type: ignore[arg-type]
+        elif cfg.balanced_sampling:
             weights = balanced_weights(self.datasets["train"].records, len(labels))
             log.info("balanced sampling weights written to %s", write_weight_file(cfg.data_train, weights))
         self.train_sampler = WeightedEpochBatchSampler(len(self.datasets["train"]), self.batch_size,
-                                                       weights=weights, seed=cfg.seed)
+                                                       weights=weights, num_samples=cfg.samples_per_epoch,
+                                                       seed=cfg.seed)
 
     @property
     def batch_size(self) -> int:
@@ -176,6 +216,30 @@ def multistep_factor(step: int, epoch_steps: int, start: int, every: int, decay:
     if warmup and step < warmup:
         factor *= (step // 50 * 50) / warmup
     return factor
+
+
+def cosine_factor(step: int, warmup: int, total: int, floor: float) -> float:
+    """LR factor at ``step``: linear from 0 over ``warmup`` steps, then cosine from 1 to ``floor`` at ``total``
+    (SAT and its MAE, per iteration)."""
+    if warmup and step < warmup:
+        return step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def tagging_optimizer(cfg: Config, params: Any, epoch_steps: int) -> dict[str, Any]:
+    """Adam(lr, weight_decay, betas (adam_beta1, 0.999)) with the ``lr_schedule`` stepped per optimizer step."""
+    opt = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                           betas=(cfg.adam_beta1, 0.999), eps=cfg.adam_epsilon)
+    if cfg.lr_schedule == "cosine":
+        def factor(s: int) -> float:
+            return cosine_factor(s, cfg.warmup_steps, cfg.num_train_steps, cfg.lr_min_ratio)
+    else:
+        def factor(s: int) -> float:
+            return multistep_factor(s, epoch_steps, cfg.lrscheduler_start, cfg.lrscheduler_step,
+                                    cfg.lrscheduler_decay, cfg.warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class TaggingTask(pl.LightningModule):
@@ -224,13 +288,8 @@ class TaggingTask(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        cfg = self.cfg
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.95, 0.999),
-                               eps=cfg.adam_epsilon)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: multistep_factor(
-            s, self.epoch_steps, cfg.lrscheduler_start, cfg.lrscheduler_step, cfg.lrscheduler_decay, cfg.warmup_steps))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return tagging_optimizer(self.cfg, params, self.epoch_steps)
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
@@ -330,12 +389,33 @@ class TaggingTask(pl.LightningModule):
         log.info("best epoch %d by %s: val acc %.4f, eval acc %.4f (eval_result.csv)", best["epoch"],
                  self.cfg.monitor, best["acc"], best["test_acc"])
 
+    def average_best_epochs(self, n: int) -> list[int]:
+        """Average the ``n`` epochs with the best ``monitor`` value (SAT keeps its 4 best by mAP and averages
+        them) into ``averaged.pt``; returns the epochs used."""
+        from whisper_flamingo.checkpoints.averaging import average_state_dicts, epoch_state_path
+        from whisper_flamingo.checkpoints.io import read_checkpoint_file
+
+        key = self.cfg.monitor.split("/", 1)[-1]
+        key = "valid_loss" if key == "loss" else key  # the result.csv column
+        rows = [r for r in self.history if key in r and not math.isnan(float(r[key]))]
+        if not self.cfg.monitor.startswith("val/") or not rows:
+            log.warning("average_best: no val/%s values to rank the epochs by; nothing averaged", key)
+            return []
+        rows.sort(key=lambda r: float(r[key]), reverse=self.cfg.monitor_mode == "max")
+        epochs = [int(r["epoch"]) for r in rows[:n]]
+        state = average_state_dicts([read_checkpoint_file(epoch_state_path(self.epoch_dir, e)) for e in epochs])
+        torch.save(state, self.cfg.checkpoint_dir / "averaged.pt")
+        log.info("averaged.pt = mean of epochs %s (best %d by %s)", epochs, n, self.cfg.monitor)
+        return epochs
+
     def on_train_end(self) -> None:
         cfg = self.cfg
         for reason, n in self.skipped["train"].items():
             log.info("training skipped %d bad clips (%s)", n, reason)
         if self.trainer.is_global_zero and "test" in self.val_names and self.history:
             self.write_eval_result()
+        if cfg.average_best and self.trainer.is_global_zero:
+            self.average_best_epochs(cfg.average_best)
         if not cfg.wa_start or not self.trainer.is_global_zero:
             return
         from whisper_flamingo.checkpoints.averaging import average_epochs, epoch_state_path
@@ -380,4 +460,4 @@ register_task("tagging", module=TaggingTask, datamodule=tagging_datamodule, mode
               description="sound-event tagging head (Whisper-AT TL-TR; AST, SAT) on JSON data lists")
 
 __all__ = ["TaggingTask", "TaggingDataModule", "build_tagging_model", "tagging_datamodule", "input_kind",
-           "multistep_factor", "predict", "FAMILY_INPUT"]
+           "multistep_factor", "cosine_factor", "tagging_optimizer", "init_from_vit", "predict", "FAMILY_INPUT"]

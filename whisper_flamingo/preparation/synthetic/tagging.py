@@ -16,7 +16,7 @@ Layout under ``out``::
     tagging.json                                    seed, sizes, classes used
     esc50/esc_{train,eval}_data_<k>.json            ESC-50's shape: 5 folds of single-label 5-s clips (fold k = test),
     esc50/esc_class_labels_indices.csv, esc50/audio  ``esc_per_class`` clips per class and fold (the 8 classes)
-    sat/train.tsv, sat/psl_chunked2s.tsv            SAT's tables for the train split (§3.5 columns; TSV, not parquet;
+    sat/train.tsv, sat/psl_chunked{2,4}s.tsv        SAT's tables for the train split (§3.5 columns; TSV, not parquet;
                                                     no HDF5: hdf5path is empty, filename is relative to sat/)
 
 The same seed and sizes give the same files.
@@ -272,7 +272,8 @@ def generate_tagging_set(out: str | Path, seed: int = 0, n_train: int = 240, n_v
         if (out / "esc50").exists():
             shutil.rmtree(out / "esc50")
         _write_esc50_like(out / "esc50", seed, pool.train, mid, esc_per_class)
-    _write_sat_tables(out / "sat", sat_rows, {n: labels.mids.index(m) for n, m in mid.items()})
+    for chunk in (2.0, 4.0):  # 4-s chunks for the 2-s models, 2-s chunks for the 1-s models (as the reference)
+        _write_sat_tables(out / "sat", sat_rows, {n: labels.mids.index(m) for n, m in mid.items()}, chunk)
     label_csv = out / "class_labels_indices.csv"
     shutil.copyfile(AUDIOSET_LABELS, label_csv)
     used = [(mid[n], n) for n in [*EVENTS.values(), SILENCE]]
