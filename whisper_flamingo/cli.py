@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                                "run a frozen video encoder over a manifest and store per-utterance features"),
     "models": ("models", "list the registered model configurations (family, parameters, where weights come from)"),
     "tag": ("tag", "transcribe and tag sound events (AudioSet classes) per segment with Whisper-AT"),
+    "transcribe": ("transcribe", "transcribe or translate audio/video files into txt/srt/vtt/tsv/json (lips, tags)"),
 }
 
 log = logging.getLogger(__name__)
