@@ -218,3 +218,28 @@ def test_tags_go_into_json_and_subtitles_and_noise_is_mixed_first(tiny, tmp_path
     clean = tiny.transcribe(audio[: 16000 * 5], temperature=0.0)["text"]
     assert tiny.transcribe(audio[: 16000 * 5], temperature=0.0, noise=noise, snr=60.0)["text"] == clean
     assert tiny.transcribe(audio[: 16000 * 5], temperature=0.0, noise=noise, snr=-10.0)["text"] != clean
+
+
+def test_int8_quantisation_keeps_the_transcript(tiny, one_thread):
+    """--quantize int8: every Linear becomes a dynamic int8 one; tiny.en still reads JFK word for word."""
+    import whisper_flamingo as wf
+    from whisper_flamingo.decoding.transcribe import load_media_audio
+
+    q = wf.load_model("tiny.en", device="cpu", quantize="int8")
+    linears = [m for m in q.model.modules() if type(m) is torch.nn.Linear]
+    quantised = [m for m in q.model.modules() if type(m).__name__ == "Linear" and "quantized" in type(m).__module__]
+    assert not linears and len(quantised) == sum(1 for m in tiny.model.modules() if type(m) is torch.nn.Linear)
+    audio = load_media_audio(JFK)
+    words = [re.findall(r"[a-z]+", m.transcribe(audio, temperature=0.0)["text"].lower()) for m in (q, tiny)]
+    assert words[0] == words[1] and len(words[0]) == 22  # same words (WER 0); punctuation may differ
+
+
+def test_import_is_cheap_and_exports_are_lazy():
+    import subprocess
+    import sys
+
+    code = ("import sys, whisper_flamingo as wf; assert 'torch' not in sys.modules; "
+            "assert callable(wf.load_model) and 'torch' in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "ok", out.stderr
