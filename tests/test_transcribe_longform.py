@@ -121,3 +121,20 @@ def test_language_probabilities_equal_openai_on_base(jfk, one_thread):
     assert set(got) == set(ref) and max(got, key=got.get) == "en" and got["en"] > 0.9
     assert max(abs(got[k] - ref[k]) for k in ref) < 1e-5
     assert transcribe(ours, jfk[: 16000 * 3], temperature=0.0, long_form="seek")["language"] == "en"
+
+
+def test_beam_search_equals_openai_and_progress_is_reported(tiny_en, jfk, one_thread):
+    """Beam 5 with timestamps (openai's BeamSearchDecoder for one window) and the progress callback."""
+    import whisper
+
+    from whisper_flamingo.decoding.search import SearchOptions
+
+    ours, upstream = tiny_en
+    ref = whisper.transcribe(upstream, jfk, temperature=0.0, fp16=False, beam_size=5)
+    seen: list[tuple[float, float]] = []
+    got = transcribe(ours, jfk, temperature=0.0, long_form="seek", options=SearchOptions(beam_size=5),
+                     progress=lambda done, total: seen.append((done, total)))
+    _same(got, ref)
+    assert len(ref["segments"]) >= 2
+    assert seen and seen[-1][0] == seen[-1][1] == pytest.approx(len(jfk) / 16000, abs=0.01)
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
