@@ -35,11 +35,15 @@ QUANTIZE_CHOICES = ("none", "int8")
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised per batch at
-    run time; CPU only).  Embeddings, convolutions and layer norms stay float32."""
-    from torch.ao.quantization import quantize_dynamic
+    """Dynamic int8 quantisation of the decoder's ``nn.Linear`` layers (int8 weights per output channel,
+    activations quantised per call at run time; CPU only).  The encoder stays float32: its activations
+    have outliers that per-tensor activation quantisation cannot hold (quantising it too raised tiny.en's
+    WER on the synthetic benchmark set from 28.8 to 83.7 %; the decoder alone: 29.3 %)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and name.startswith("decoder.")}
+    return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def mouth_crops(path: str | os.PathLike) -> tuple[np.ndarray | None, str]:
