@@ -86,16 +86,18 @@ def test_cli_writes_srt_vtt_tsv_json_that_parse_with_monotone_times(tiny, tmp_pa
     assert (out / "jfk_twice.txt").read_text().splitlines() == [r["text"] for r in rows]
 
 
-@pytest.mark.parametrize("fmt", ["mp3", "ogg", "m4a"])
-def test_compressed_audio_formats_transcribe(tiny, tmp_path, fmt, one_thread):
+@pytest.mark.parametrize("fmt", ["mp3", "ogg", "m4a", "mkv", "webm", "avi"])
+def test_compressed_audio_and_video_containers_transcribe(tiny, tmp_path, fmt, one_thread):
+    """Each container with JFK's first 5 s encoded in it (a video container: its sound track)."""
     import av
 
     from whisper_flamingo.decoding.transcribe import load_media_audio
 
     audio = load_media_audio(JFK)[: 16000 * 5]
     path = tmp_path / f"jfk.{fmt}"
-    codec = {"mp3": "libmp3lame", "ogg": "libopus", "m4a": "aac"}[fmt]
-    rate = 48000 if fmt == "ogg" else 16000
+    codec = {"mp3": "libmp3lame", "ogg": "libopus", "m4a": "aac", "mkv": "aac", "webm": "libopus",
+             "avi": "libmp3lame"}[fmt]
+    rate = 48000 if codec == "libopus" else 16000
     with av.open(str(path), "w") as box:
         stream = box.add_stream(codec, rate=rate)
         stream.layout = "mono"
