@@ -12,6 +12,9 @@ One model (``--model``, default ``tiny.en``) with the same weights everywhere:
   hypotheses of a model (and so the work), so the cost of the masks alone is timed by the
   ``mask-cost`` rows: the same batches with and without masks, end-of-text suppressed so that every
   utterance decodes exactly ``--mask-cost-tokens`` tokens;
+* ours with ``--quantize int8`` (``int8 ...`` rows; CPU only): the same model after dynamic int8
+  quantisation of every linear layer (:func:`whisper_flamingo.commands.api.quantize_int8`), 30-s padded,
+  per utterance and batched, greedy and beam 5;
 * openai-whisper ``whisper.decode`` per utterance (30-s padded), greedy and beam 5;
 * CTranslate2 ``ctranslate2.models.Whisper`` (the engine of faster-whisper; the faster-whisper package is
   not needed) with int8 and float32 weights converted from the same checkpoint, 30-s padded, per
@@ -28,13 +31,15 @@ configurations in turn, after one warm-up utterance each), peak memory growth (R
 2 ms on CPU; ``torch.cuda.max_memory_allocated`` on CUDA) and corpus WER (fairseq normaliser).
 Threads are pinned: ``torch.set_num_threads(N)`` and CT2 ``intra_threads=N, inter_threads=1``.  The last line is
 
-``vs_openai=<x> vs_faster_whisper_int8=<y> padded_vs_openai=<z> like_for_like=<w> masked_vs_unmasked=<m>``
+``vs_openai=<x> vs_faster_whisper_int8=<y> padded_vs_openai=<z> like_for_like=<w> masked_vs_unmasked=<m>
+int8_vs_openai=<q> int8_wer_delta=<d>``
 
 x = ours (variable length, batched, greedy) / openai greedy per clip (user-facing); y = the same / CT2
 int8 greedy batched; z = ours (30-s padded, batched, greedy) / openai greedy per utterance (the same
 padded input, not the same batching); w = ours / openai, both greedy on the same padded batches of
 ``--batch-size`` with the same tokens produced; m = the ``mask-cost`` greedy rows, masked / unmasked
-(equal work; ``masked_vs_unmasked_beam5``: the same for beam 5).
+(equal work; ``masked_vs_unmasked_beam5``: the same for beam 5); q = ours int8 (30-s padded, batched,
+greedy) / openai greedy per clip, d = its WER minus the float32 row's (``ours greedy padded b<N>``), in points.
 
 For the variable-length targets pass a model fine-tuned on variable-length input (``--model
 demo_out/checkpoints/demo_tiny.en/last.ckpt`` after ``make demo``): every engine then runs the same
@@ -44,6 +49,7 @@ fine-tuned weights, so the WER columns compare.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -228,23 +234,24 @@ def main(argv: list[str] | None = None) -> int:
 
     n_tokens: dict[str, int] = {}  # ours: tokens decoded in the last timed round
 
-    def ours_run(ms, beam, batch, masked=False, name="", forced=None):
+    def ours_run(ms, beam, batch, masked=False, name="", forced=None, model=None):
+        model = ours if model is None else model
         opts = SearchOptions(beam_size=beam, precision=precision) if forced is None else SearchOptions(
             beam_size=beam, precision=precision, max_new_tokens=forced, suppress_tokens=f"-1,{tok.eot}")
 
         def run(idx):
             out = {}
-            ours.use_padding_mask = masked
+            model.use_padding_mask = masked
             n_tokens[name] = 0
             groups = [[i] for i in idx] if batch == 1 else batches_of([lengths[i] for i in idx], batch)
             for g in groups:
                 g = [idx[j] for j in g] if batch != 1 else g
                 frames = torch.tensor([ms[i].shape[-1] for i in g]) if masked else None
-                hyps = decode_batch(ours, stack([ms[i] for i in g]).to(device), [prompt] * len(g), tok, opts,
+                hyps = decode_batch(model, stack([ms[i] for i in g]).to(device), [prompt] * len(g), tok, opts,
                                     audio_seconds=[lengths[i] / 16000 for i in g], mel_frames=frames)
                 out.update({i: h.text for i, h in zip(g, hyps)})
                 n_tokens[name] += sum(len(h.tokens) + 1 for h in hyps)
-            ours.use_padding_mask = False
+            model.use_padding_mask = False
             return out
         return run
 
@@ -261,6 +268,16 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{cost} masked" if masked else cost
             configs[label] = ours_run(var_m, beam, args.batch_size, masked=masked, name=label,
                                       forced=args.mask_cost_tokens)
+
+    if device.type == "cpu":
+        from whisper_flamingo.commands.api import quantize_int8
+
+        ours_int8 = quantize_int8(copy.deepcopy(ours))
+        for beam in beams:
+            for batch in (1, args.batch_size):
+                size = "b1" if batch == 1 else f"b{batch}"
+                name = f"ours int8 {'greedy' if beam == 1 else f'beam{beam}'} padded {size}"
+                configs[name] = ours_run(padded_m, beam, batch, name=name, model=ours_int8)
 
     ll_tokens: dict[str, dict[int, list[int]]] = {}  # like-for-like rows: tokens of the last timed round
     if "openai" not in args.skip:
@@ -352,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     def ratio(a: str, b: str) -> str:
         return f"{results[a]['speed'] / results[b]['speed']:.2f}" if a in results and b in results else "n/a"
 
+    def wer_delta(a: str, b: str) -> str:
+        return f"{results[a]['wer'] - results[b]['wer']:+.2f}" if a in results and b in results else "n/a"
+
     best = f"ours greedy varlen b{args.batch_size}"
     ll = f"greedy padded b{args.batch_size}"
     cost = f"mask-cost greedy varlen b{args.batch_size}"
@@ -361,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
           f"padded_vs_openai={ratio(f'ours greedy padded b{args.batch_size}', 'openai greedy padded b1')} "
           f"like_for_like={ratio(f'll ours {ll}', f'll openai {ll}')} "
           f"masked_vs_unmasked_beam5={ratio(f'{cost5} masked', cost5)} "
-          f"masked_vs_unmasked={ratio(f'{cost} masked', cost)}")
+          f"masked_vs_unmasked={ratio(f'{cost} masked', cost)} "
+          f"int8_vs_openai={ratio(f'ours int8 {ll}', 'openai greedy padded b1')} "
+          f"int8_wer_delta={wer_delta(f'ours int8 {ll}', f'ours {ll}')}")
     return 0
 
 

@@ -63,22 +63,23 @@ def test_audio_tag_shapes(small, seconds, res, rows, one_thread):
 
 
 def test_rows_are_aligned_to_the_audio(small, tmp_path, one_thread):
-    """Row i is tagged from seconds [i r, (i + 1) r), also across a 30-s window boundary."""
+    """Row i is tagged from seconds [i r, (i + 1) r), also across a 30-s window boundary (fixed 30-s windows)."""
     model, head = small
     audio = np.random.default_rng(1).uniform(-0.3, 0.3, 45 * 16000).astype(np.float32)
     with torch.no_grad():
         mel = torch.stack([log_mel(pad_or_trim(audio[s: s + 480000])) for s in (0, 480000)])
         pooled = pool_layers(model.embed_audio_layers(mel)[1])  # [2 windows, L, 75, D]
         line = torch.cat([pooled[0], pooled[1]], dim=1)  # [L, 150, D]: 0.4 s per step
-        out = transcribe(model, audio, at_head=head, at_time_res=10, options=FAST)["audio_tag"]
+        out = transcribe(model, audio, at_head=head, at_time_res=10, options=FAST, long_form="fixed")["audio_tag"]
         assert torch.allclose(out[3], head(pooled[1][None, :, :25])[0], atol=1e-5)  # 30-40 s = window 1's start
         assert torch.allclose(out[2], head(pooled[0][None, :, 50:75])[0], atol=1e-5)
-        crossing = transcribe(model, audio, at_head=head, at_time_res=4.4, options=FAST)["audio_tag"]
+        crossing = transcribe(model, audio, at_head=head, at_time_res=4.4, options=FAST, long_form="fixed")["audio_tag"]
         assert torch.allclose(crossing[6], head(line[None, :, 66:77])[0], atol=1e-5)  # 26.4-30.8 s
     with pytest.raises(ValueError, match="multiple of 0.4"):
-        transcribe(model, audio, at_head=head, at_time_res=0.5, options=FAST)
+        transcribe(model, audio, at_head=head, at_time_res=0.5, options=FAST, long_form="fixed")
     path = save_tltr(head, Path(tmp_path) / "head.pt")  # a checkpoint path works as the head too
-    assert torch.equal(transcribe(model, audio, at_head=path, at_time_res=10, options=FAST)["audio_tag"], out)
+    again = transcribe(model, audio, at_head=path, at_time_res=10, options=FAST, long_form="fixed")
+    assert torch.equal(again["audio_tag"], out)
 
 
 def test_parse_at_label_on_a_hand_made_result(caplog):

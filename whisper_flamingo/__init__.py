@@ -6,6 +6,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "transcribe": "whisper_flamingo.decoding.transcribe",
     "parse_at_label": "whisper_flamingo.decoding.tags",
+    "load_model": "whisper_flamingo.commands.api",
+    "Model": "whisper_flamingo.commands.api",
 }
 
 
@@ -17,4 +19,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'whisper_flamingo' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "transcribe", "parse_at_label"]
+__all__ = ["__version__", "transcribe", "parse_at_label", "load_model", "Model"]

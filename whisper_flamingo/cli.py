@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list the registered model configurations (family, parameters, where weights come from)"),
     "tensorboard": ("tensorboard", "serve training runs' TensorBoard logs (scalars, validation WER) on 127.0.0.1"),
     "tag": ("tag", "tag sound events (AudioSet classes) with Whisper-AT (and transcribe), AST or SAT (also live)"),
+    "transcribe": ("transcribe", "transcribe or translate audio/video files into txt/srt/vtt/tsv/json (lips, tags)"),
 }
 
 log = logging.getLogger(__name__)
