@@ -10,8 +10,8 @@ import pytest
 from scipy.io import wavfile
 
 from whisper_flamingo.cli import main
+from whisper_flamingo.data.label_norm import normalize_line
 from whisper_flamingo.errors import DataError
-from whisper_flamingo.preparation.labels import normalize_line
 from whisper_flamingo.preparation.synthetic.video import write_mp4
 
 

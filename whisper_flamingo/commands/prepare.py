@@ -417,7 +417,7 @@ def _add_normalize_labels(sub) -> None:
 
 
 def _run_normalize_labels(args: argparse.Namespace) -> int:
-    from whisper_flamingo.preparation.labels import normalize_line
+    from whisper_flamingo.data.label_norm import normalize_line
 
     lines = args.src.read_text(encoding="utf-8").splitlines()
     out = [normalize_line(ln, args.lang) for ln in lines]
@@ -474,7 +474,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
                               base / "video" / args.split, args.split)
     utts = splits[args.split]
     if norm:
-        from whisper_flamingo.preparation.labels import normalize_line
+        from whisper_flamingo.data.label_norm import normalize_line
 
         for u in utts:
             u.text = normalize_line(u.text, args.lang)

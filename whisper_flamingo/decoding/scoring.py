@@ -6,7 +6,7 @@ Normalisers (``--normalizer``):
   made only of Unicode punctuation dropped, lowercased;
 * ``whisper``: openai-whisper's ``EnglishTextNormalizer`` for English, ``BasicTextNormalizer`` otherwise;
 * ``muavic`` (the mWhisper-Flamingo tables): ``fairseq`` for English, the mTEDx label rules of MuAViC's
-  non-English references for the other languages (:func:`whisper_flamingo.preparation.labels.normalize_line`:
+  non-English references for the other languages (:func:`whisper_flamingo.data.label_norm.normalize_line`:
   the ``fairseq`` steps, then every character that is not a word character, space or apostrophe deleted and
   apostrophe quotes unwrapped), so a hypothesis is normalised exactly as its reference was;
 * ``none``: text as is (whitespace collapsed).
@@ -70,7 +70,7 @@ def normalize(text: str, normalizer: str, lang: str = "en") -> str:
         norm = _english() if lang == "en" else _basic()
         return " ".join(norm(text).split())
     if normalizer == "muavic":
-        from whisper_flamingo.preparation.labels import LANGS, normalize_line
+        from whisper_flamingo.data.label_norm import LANGS, normalize_line
 
         if lang == "en" or lang not in LANGS:
             return normalize(text, "fairseq")

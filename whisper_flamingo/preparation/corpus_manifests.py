@@ -207,7 +207,7 @@ def layout_voxceleb2(audio_dir: Path, video_dir: Path, transcripts: Path) -> dic
 def convert_muavic(src: Path, out: Path, lang: str, on_bad_sample: str = "error") -> dict[str, Counter]:
     """MuAViC's ``<lang>/`` manifests (``src`` = MuAViC's ``muavic/``) into Whisper-Flamingo's layout
     under ``out/muavic/<lang>``, counts re-made from the files; non-English labels normalised."""
-    from whisper_flamingo.preparation.labels import normalize_line
+    from whisper_flamingo.data.label_norm import normalize_line
 
     done: dict[str, Counter] = {}
     base = src / lang

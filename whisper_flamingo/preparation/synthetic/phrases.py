@@ -96,7 +96,7 @@ class Sentence:
 
 def asr_label(sentence: Sentence, lang: str) -> str:
     """The ASR label: lower case, no punctuation (LRS3 style for en, mTEDx-normalised otherwise)."""
-    from whisper_flamingo.preparation.labels import normalize_line
+    from whisper_flamingo.data.label_norm import normalize_line
 
     return normalize_line(sentence.words(lang), lang)
 

@@ -1,5 +1,5 @@
-"""``prepare normalize-labels``: the MuAViC / mTEDx label normalisation of Whisper-Flamingo's
-``mtedx_labels`` notebook, for ar, de, el, es, fr, it, pt, ru and English.
+"""The MuAViC / mTEDx label normalisation of Whisper-Flamingo's ``mtedx_labels`` notebook, for ar, de, el,
+es, fr, it, pt, ru and English (used by ``prepare normalize-labels`` and by the ``muavic`` scoring normaliser).
 
 Per line: tokenise with sacrebleu's 13a tokenizer; drop tokens made only of Unicode punctuation; delete
 every character that is not a word character, whitespace or apostrophe; unwrap spans quoted with a pair
