@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list the registered model configurations (family, parameters, where weights come from)"),
     "tag": ("tag", "transcribe and tag sound events (AudioSet classes) per segment with Whisper-AT"),
     "transcribe": ("transcribe", "transcribe or translate audio/video files into txt/srt/vtt/tsv/json (lips, tags)"),
+    "serve": ("serve", "a local web page (127.0.0.1) to upload or record audio/video and see transcript, tags, lips"),
 }
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ EXAMPLES = """examples:
   whisper-flamingo decode --lang en --muavic-root my_data     # transcribe my_data/muavic/en/test.tsv
   whisper-flamingo train config/audio/demo.yaml muavic_root=data/synthetic
   whisper-flamingo results decode/ --out decode/results
+  whisper-flamingo serve --model tiny.en                      # web page on http://127.0.0.1:7860
 """
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
