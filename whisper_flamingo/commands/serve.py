@@ -73,7 +73,7 @@ class _LimitUploads:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != UPLOAD_PATH:
             await self.app(scope, receive, send)
             return
-        from starlette.responses import JSONResponse
+        from fastapi.responses import JSONResponse
 
         length = dict(scope["headers"]).get(b"content-length")
         if length is None or not length.isdigit():
@@ -197,8 +197,9 @@ class Server:
             if "audio_tag" in best:
                 job.files["tags.png"] = (tag_timeline_png(best), "image/png")
             job.state = "done"
-        except WFError as err:
-            job.state, job.error = "error", f"{job.name}: {one_line(err)}"
+        except WFError as err:  # the message names our temporary copy: name the user's file instead
+            message = one_line(err).removeprefix(f"{media}: ").replace(str(media), job.name)
+            job.state, job.error = "error", f"{job.name}: {message.replace(str(folder), '(upload)')}"
         except Exception as err:  # noqa: BLE001 - any failure must reach the page, the server keeps serving
             log.exception("job %s (%s) failed", job.id, job.name)
             job.state, job.error = "error", f"{job.name}: cannot transcribe this file ({type(err).__name__}: {err})"
