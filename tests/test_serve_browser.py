@@ -30,11 +30,11 @@ def chromium() -> str:
     if found is None and shutil.which("apt-get") and os.geteuid() == 0:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         try:
-            subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], env=env,
+            subprocess.run(["apt-get", "install", "-y", "chromium"], env=env,
                            timeout=APT_TIMEOUT_S, check=False, capture_output=True)
             if not os.path.exists(CHROMIUM) and in_ci():  # CI may have stale package lists
                 subprocess.run(["apt-get", "update"], env=env, timeout=APT_TIMEOUT_S, check=False, capture_output=True)
-                subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], env=env,
+                subprocess.run(["apt-get", "install", "-y", "chromium"], env=env,
                                timeout=APT_TIMEOUT_S, check=False, capture_output=True)
         except subprocess.TimeoutExpired:
             pass
