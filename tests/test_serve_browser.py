@@ -103,6 +103,8 @@ def test_page_in_chromium_transcribes_tags_and_reports_a_bad_file(server_url, tm
                                    " && document.querySelector('#result-0 .transcript').innerText.includes"
                                    "('past experience')")
             assert page.locator("#video").is_visible()
+            assert page.locator("#video track").get_attribute("src").endswith("/transcript.vtt")
+            assert page.evaluate("document.getElementById('video').src").startswith("blob:")
             assert "audio only" in page.locator("#result-0 h3").inner_text()
 
             # a corrupt file: a message on the page, and the server still answers
