@@ -173,11 +173,11 @@ class Server:
         from whisper_flamingo.decoding.subtitles import render
         from whisper_flamingo.decoding.transcribe import _mix_noise, load_media_audio
 
-        job.state = "running"
+        job.state, state = "running", "error"
         try:
             audio = load_media_audio(media)
             if audio.size == 0:
-                raise ConfigError(f"{job.name}: the file holds no audio samples")
+                raise ConfigError("the file holds no audio samples")
             if noise is not None:
                 noise_source: Any = np.random.default_rng(0).normal(0, 0.1, 16000 * 10).astype(np.float32) \
                     if noise == "white" else (self.babble if noise == "babble" else folder / noise)
@@ -196,15 +196,19 @@ class Server:
                 job.files[f"transcript.{fmt}"] = (render(best, fmt).encode("utf-8"), kind)
             if "audio_tag" in best:
                 job.files["tags.png"] = (tag_timeline_png(best), "image/png")
-            job.state = "done"
-        except WFError as err:  # the message names our temporary copy: name the user's file instead
-            message = one_line(err).removeprefix(f"{media}: ").replace(str(media), job.name)
-            job.state, job.error = "error", f"{job.name}: {message.replace(str(folder), '(upload)')}"
+            state = "done"
         except Exception as err:  # noqa: BLE001 - any failure must reach the page, the server keeps serving
-            log.exception("job %s (%s) failed", job.id, job.name)
-            job.state, job.error = "error", f"{job.name}: cannot transcribe this file ({type(err).__name__}: {err})"
+            if isinstance(err, WFError):
+                message = one_line(err)
+            else:
+                log.exception("job %s (%s) failed", job.id, job.name)
+                message = f"cannot transcribe this file ({type(err).__name__}: {err})"
+            # the message names our temporary copy: name the user's file instead
+            message = message.removeprefix(f"{media}: ").replace(str(media), job.name)
+            state, job.error = "error", f"{job.name}: {message.replace(str(folder), '(upload)')}"
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        job.state = state  # only now: a finished job has no file left on disk
 
 
 def _summary(job: Job) -> dict[str, Any]:
