@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tensorboard": ("tensorboard", "serve training runs' TensorBoard logs (scalars, validation WER) on 127.0.0.1"),
     "tag": ("tag", "tag sound events (AudioSet classes) with Whisper-AT (and transcribe), AST or SAT (also live)"),
     "transcribe": ("transcribe", "transcribe or translate audio/video files into txt/srt/vtt/tsv/json (lips, tags)"),
+    "serve": ("serve", "a local web page (127.0.0.1) to upload or record audio/video and see transcript, tags, lips"),
 }
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ EXAMPLES = """examples:
   whisper-flamingo decode --lang en --muavic-root my_data     # transcribe my_data/muavic/en/test.tsv
   whisper-flamingo train config/audio/demo.yaml muavic_root=data/synthetic
   whisper-flamingo results decode/ --out decode/results
+  whisper-flamingo serve --model tiny.en                      # web page on http://127.0.0.1:7860
 """
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
