@@ -333,3 +333,17 @@ def test_training_that_ends_before_wa_start_keeps_its_weights(tmp_path, small_he
         out = train(cfg)
     assert "weight averaging skipped" in caplog.text
     assert not (out / "head_wa.pt").exists() and (out / "last.ckpt").is_file()
+
+
+def test_fewer_training_clips_than_one_batch_is_a_one_line_error(tmp_path, small_head):
+    """Whole batches only: 8 clips with batch_size 16 would train nothing; say so instead of 'finished at step 0'."""
+    from whisper_flamingo.config import load_config
+    from whisper_flamingo.errors import ConfigError
+    from whisper_flamingo.tasks.run import train
+    lst, feat = _feature_set(tmp_path, n=8)
+    cfg = load_config(None, [
+        "task=tagging", f"tagging_model={small_head}", f"data_train={lst}", f"data_val={lst}",
+        f"feature_dir={feat}", f"log_output_dir={tmp_path / 'logs'}", f"check_output_dir={tmp_path / 'ckpt'}",
+        "train_id=t", "batch_size=16", "num_train_steps=4", "monitor=val/mAP", "num_worker=0", "accelerator=cpu"])
+    with pytest.raises(ConfigError, match=r"list.json: 8 training clips per pass, fewer than batch_size 16"):
+        train(cfg)

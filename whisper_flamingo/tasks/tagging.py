@@ -186,6 +186,9 @@ class TaggingDataModule(pl.LightningDataModule):
         self.train_sampler = WeightedEpochBatchSampler(len(self.datasets["train"]), self.batch_size,
                                                        weights=weights, num_samples=cfg.samples_per_epoch,
                                                        seed=cfg.seed)
+        if len(self.train_sampler) == 0:  # every batch is whole: fewer draws than one batch train nothing
+            raise ConfigError(f"{cfg.data_train}: {self.train_sampler.num_samples} training clips per pass, fewer "
+                              f"than batch_size {self.batch_size}; lower batch_size (or raise samples_per_epoch)")
 
     @property
     def batch_size(self) -> int:
