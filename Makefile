@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 WHISPER_SPEC ?= openai-whisper==20250625
-EXTRAS ?= weights,synth,prepare,serve,test
+EXTRAS ?= weights,synth,prepare,serve,parquet,test
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
