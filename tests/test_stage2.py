@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 from corpus_utils import _write_video, make_tiny_corpus, synth_speech, tensorboard_scalars
 from whisper.model import ModelDimensions
 
@@ -423,3 +424,27 @@ def test_stage2_optimisation_lowers_the_loss_with_whisper_frozen(setup):
         assert seq[-1] < 0.8 * seq[0], (m, seq)
     for k, v in whisper_before.items():
         assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_multilingual_stage2_with_the_multilingual_modality_dropout_logs_every_language(setup, tmp_path):
+    """mWhisper-Flamingo's stage 2: ``lang: multi-all`` over the nine-language audio-visual layout with the
+    multilingual configs' modality dropout (prob_use_av 0.5, prob_use_a 0: audio-visual or video-only
+    batches) and a multilingual Whisper (language tokens in the prompts) trains, and validation logs a WER
+    per language and modality."""
+    cfg_multi = yaml.safe_load((Path(__file__).parents[1] / "config/audio-visual/av_multi_small.yaml").read_text())
+    langs = ("ar", "de", "el", "es", "fr", "it", "pt", "ru")
+    corpus = make_tiny_corpus(tmp_path / "multi", n_train=2, n_valid=1, n_test=1, seed=6, video=True,
+                              langs=langs, max_s=1.0)
+    dims = ModelDimensions(**{**asdict(TINY_DIMS), "n_vocab": 51865})  # multilingual vocabulary
+    torch.manual_seed(2)
+    model = tmp_path / "tiny-multi.pt"
+    torch.save({"dims": asdict(dims), "model_state_dict": Whisper(dims).state_dict()}, model)
+    pt_ckpt = tmp_path / "stage1-multi.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in Whisper(dims).state_dict().items()}}, pt_ckpt)
+    run = "multi_stage2"
+    train(overrides(setup, run, corpus=corpus, model_name=model, pt_ckpt=pt_ckpt, lang=cfg_multi["lang"],
+                    prob_use_av=cfg_multi["prob_use_av"], prob_use_a=cfg_multi["prob_use_a"], val_decode=True,
+                    num_train_steps=2, validate_every_n_batches=2, monitor="val/acc_av"))
+    scalars = tensorboard_scalars(setup["root"] / "logs" / "whisper" / run)
+    for lang in ("en", *langs):
+        assert f"val/wer_av_{lang}" in scalars, sorted(t for t in scalars if t.startswith("val/"))

@@ -280,9 +280,10 @@ class WhisperASRTask(pl.LightningModule):
         self._log_skipped("val")
         self._val = {}
 
-    def _log_per_language(self, name: str, acc: dict[str, Any]) -> None:
+    def _log_per_language(self, name: str, acc: dict[str, Any], modality: str = "") -> None:
         """With several languages in a loader: ``<name>/wer_<lang>`` per language, and for the
-        translation records of an En-X run (text not English) ``<name>/bleu_<lang>`` (sacrebleu)."""
+        translation records of an En-X run (text not English) ``<name>/bleu_<lang>`` (sacrebleu);
+        ``modality`` (stage 2): ``<name>/wer_<modality>_<lang>``."""
         from whisper_flamingo.data.manifest import resolve_selection
         from whisper_flamingo.decoding.scoring import bleu_chrf, wer_cer
 
@@ -290,15 +291,16 @@ class WhisperASRTask(pl.LightningModule):
         if len(langs) < 2:
             return
         task = resolve_selection(self.cfg.lang, getattr(self.cfg, "whisper_task", "auto")).task
+        mod = f"{modality}_" if modality else ""
         for lang in langs:
             idx = [i for i, x in enumerate(acc["langs"]) if x == lang]
             refs, hyps = [acc["refs"][i] for i in idx], [acc["hyps"][i] for i in idx]
             if task == "transcribe" or lang == "en":
                 wer = wer_cer(refs, hyps, normalizer=self.cfg.val_normalizer, lang=lang)["wer"]
                 if wer is not None:
-                    self.log(f"{name}/wer_{lang}", float(wer), sync_dist=False)
+                    self.log(f"{name}/wer_{mod}{lang}", float(wer), sync_dist=False)
             else:
-                self.log(f"{name}/bleu_{lang}", float(bleu_chrf(refs, hyps)["bleu"]), sync_dist=False)
+                self.log(f"{name}/bleu_{mod}{lang}", float(bleu_chrf(refs, hyps)["bleu"]), sync_dist=False)
 
     def _record_utterances(self, name: str, acc: dict[str, Any]) -> None:
         """Keep (and log) how many utterances of loader ``name`` each rank validated."""

@@ -300,6 +300,7 @@ class WhisperFlamingoTask(WhisperASRTask):
                     scores = wer_cer(acc["refs"], acc["hyps"], normalizer=self.cfg.val_normalizer, lang=lang)
                     self.log(f"{name}/wer_{modality}", float(scores["wer"]), sync_dist=False)
                     self.log(f"{name}/cer_{modality}", float(scores["cer"] or 0.0), sync_dist=False)
+                    self._log_per_language(name, acc, modality)
                     log.info("%s (%s) example: REF: %s | HYP: %s", name, modality, acc["refs"][0], acc["hyps"][0])
                 if name == "val" and modality == "av" and acc["x_frames"]:
                     self.log("val/x_norm", acc["x_norm"] / acc["x_frames"], sync_dist=False)
