@@ -15,7 +15,8 @@ from whisper_flamingo.tasks import registry
 from whisper_flamingo.tasks.registry import get_task, resolve_sync_batchnorm, task_for
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((ROOT / "config").glob("audio*/*.yaml"))
+#: configs without a task key (the original's and the demos'); the lip-reading demo names its task
+SHIPPED = sorted(p for p in (ROOT / "config").glob("audio*/*.yaml") if p.stem != "demo_vsr")
 
 
 def test_builtin_tasks_map_to_module_datamodule_and_builder():
@@ -29,7 +30,7 @@ def test_builtin_tasks_map_to_module_datamodule_and_builder():
     # as the original: stage 2 lets DDP skip unused parameters and syncs BatchNorm, stage 1 neither
     assert (asr.find_unused_parameters, asr.sync_batchnorm) == (False, False)
     assert (flamingo.find_unused_parameters, flamingo.sync_batchnorm) == (True, True)
-    assert registry.task_names() == ["asr", "flamingo", "mae", "tagging"]
+    assert registry.task_names() == ["asr", "flamingo", "mae", "tagging", "vsr"]
 
 
 def test_tagging_configs_load_and_name_the_tagging_task():
@@ -50,6 +51,11 @@ def test_old_configs_infer_their_task(path: Path):
     cfg = load_config(path)
     assert cfg.task == "auto"
     assert task_for(cfg).name == ("flamingo" if path.parent.name == "audio-visual" else "asr")
+
+
+def test_the_lip_reading_demo_config_names_the_vsr_task():
+    cfg = load_config(ROOT / "config/audio-visual/demo_vsr.yaml")
+    assert task_for(cfg).name == "vsr" and cfg.video_model_config == "tiny"
 
 
 def test_task_key_overrides_the_inference_and_unknown_task_is_one_line():

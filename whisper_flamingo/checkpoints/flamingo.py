@@ -199,14 +199,61 @@ def build_whisper_flamingo(cfg: Any, whisper: Whisper | None = None) -> WhisperF
     return model.to(whisper.encoder.conv1.weight.device)
 
 
+def _lip_reader_size(ckpt: Any) -> str | None:
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, Mapping) else None
+    values = (hp or {}).get("config") or {} if isinstance(hp, Mapping) else {}
+    if values.get("task") != "vsr":
+        return None
+    return str(values.get("video_model_config") or "")
+
+
+def is_lip_reader_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a Lightning checkpoint of the ``vsr`` (lip reading) task."""
+    return _lip_reader_size(read_checkpoint_file(path, mmap=True)) is not None
+
+
+def lip_reader_size(path: str | Path) -> str:
+    """The ``video_model_config`` a ``vsr`` checkpoint was trained with."""
+    return _lip_reader_size(read_checkpoint_file(path, mmap=True)) or ""
+
+
+def load_lip_reader_encoder(encoder: torch.nn.Module, path: str | Path, size: str) -> None:
+    """Load the video encoder of a lip reader into ``encoder`` (strict): a ``vsr`` task checkpoint
+    (``model.encoder.*``; its ``video_model_config`` must be ``size``) or a plain state dict of a
+    :class:`~whisper_flamingo.models.video_encoders.CTCLipReader` (``encoder.*``) or of the encoder."""
+    ckpt = read_checkpoint_file(path, mmap=True)
+    trained = _lip_reader_size(ckpt)
+    if trained is not None and trained != size:
+        raise ConfigError(f"video_model_ckpt: {path} is a lip reader of video_model_config {trained!r}, but the "
+                          f"config says {size!r}; set video_model_config: {trained}")
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else ckpt
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: not a state dict or Lightning checkpoint; pass a task: vsr checkpoint")
+    for prefix in ("model.encoder.", "encoder."):
+        if any(k.startswith(prefix) for k in state):
+            state = strip_prefix(state, prefix, keep_others=False)
+            break
+    load_state_strict(encoder, state, path, what=f"{size} video encoder",
+                      hint="video_model_config must name the size the lip reader was trained with")
+    log.info("video encoder (%s) loaded from the lip reader %s", size, path)
+
+
 def build_stage2_model(cfg: Any, whisper: torch.nn.Module) -> WhisperFlamingo:
     """Wrap the (stage-1 initialised) ``whisper`` into the config's :class:`WhisperFlamingo` (module doc)."""
     fusion = fusion_from_config(cfg.av_fusion)
     gated = bool(cfg.add_gated_x_attn)
-    if cfg.video_model_ckpt:
+    if cfg.video_model_ckpt and not cfg.video_model_config:
+        if is_lip_reader_checkpoint(cfg.video_model_ckpt):
+            size = lip_reader_size(cfg.video_model_ckpt)
+            raise ConfigError(f"video_model_ckpt: {cfg.video_model_ckpt} is a lip reader (task: vsr) of "
+                              f"video_model_config {size!r}; set video_model_config: {size} as well")
         return build_whisper_flamingo(cfg, whisper)
     dtype = whisper.encoder.conv1.weight.dtype
-    if cfg.video_model_config:
+    if cfg.video_model_config and cfg.video_model_ckpt:  # a named size with trained weights (a vsr checkpoint)
+        encoder = new_video_encoder(cfg.video_model_config, cfg.use_av_hubert_encoder, cfg.video_model_mode)
+        load_lip_reader_encoder(encoder, cfg.video_model_ckpt, cfg.video_model_config)
+        model = WhisperFlamingo.from_whisper(whisper, encoder.to(dtype), None, fusion, gated)
+    elif cfg.video_model_config:
         if cfg.freeze_video_model and not cfg.video_feature_dir:
             log.warning("video_model_config=%s builds a randomly initialised video encoder but "
                         "freeze_video_model is true: it will not learn (set freeze_video_model=false)",

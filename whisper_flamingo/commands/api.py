@@ -7,7 +7,7 @@
 
 :func:`load_model` reads a Whisper (a released name, an openai ``.pt``, CTranslate2 / Hugging Face
 folders, our Lightning checkpoints) or a Whisper-Flamingo stage-2 checkpoint, optionally a Whisper-AT
-head (``at_checkpoint``) and dynamic int8 quantisation of the linear layers (``quantize="int8"``, CPU).
+head (``at_checkpoint``) and int8 linear layers (``quantize="int8"``, CPU: :mod:`whisper_flamingo.models.quantize`).
 :meth:`Model.transcribe` is :func:`whisper_flamingo.decoding.transcribe.transcribe` plus what needs the
 preparation pipeline: for a Whisper-Flamingo model and a video, the mouth is cropped on the fly
 (mediapipe face mesh landmarks, AV-HuBERT's 96x96 mouth crop) and decoding is audio-visual.
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from whisper_flamingo.errors import ConfigError
+from whisper_flamingo.models.quantize import quantize_int8
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +33,6 @@ __all__ = ["Model", "load_model", "mouth_crops", "quantize_int8", "VIDEO_INPUT_S
 
 VIDEO_INPUT_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 QUANTIZE_CHOICES = ("none", "int8")
-
-
-def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantisation of the decoder's ``nn.Linear`` layers (int8 weights per output channel,
-    activations quantised per call at run time; CPU only).  The encoder stays float32: its activations
-    have outliers that per-tensor activation quantisation cannot hold (quantising it too raised tiny.en's
-    WER on the synthetic benchmark set from 28.8 to 83.7 %; the decoder alone: 29.3 to 30.2 %, by batching)."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and name.startswith("decoder.")}
-    return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def mouth_crops(path: str | os.PathLike) -> tuple[np.ndarray | None, str]:

@@ -3,12 +3,15 @@
 1. generate the synthetic audio-visual corpus (eSpeak NG speech + drawn talking mouths, babble);
 2. convert the real pretrained ``tiny.en``;
 3. stage 1: fine-tune it with noise (``config/audio/demo.yaml``);
-4. stage 2: freeze it and train the gated cross-attention layers together with a small AV-HuBERT
-   trained from scratch on the lip videos (``config/audio-visual/demo.yaml``);
-5. decode the test set at clean, 0 dB and -5 dB babble: the stage-1 model (audio, the model a user
+4. lip reading: train a small AV-HuBERT from scratch on the lip videos alone with a byte-level CTC loss
+   (``task: vsr``, ``config/audio-visual/demo_vsr.yaml``);
+5. stage 2: freeze Whisper and that lip reader and train the gated cross-attention layers
+   (``config/audio-visual/demo.yaml``), as the original's English models freeze an AV-HuBERT fine-tuned
+   for lip reading;
+6. decode the test set at clean, 0 dB and -5 dB babble: the stage-1 model (audio, the model a user
    has without video), and the stage-2 model with the video (``avsr``) and, for reference, with the
    video zeroed (``asr``, the original's ``test_a``);
-6. print the WER table, write Markdown/CSV tables and a WER-vs-SNR plot, and check that at -5 dB
+7. print the WER table, write Markdown/CSV tables and a WER-vs-SNR plot, and check that at -5 dB
    babble the audio-visual WER is at most ``--target`` (0.85) times the stage-1 model's.
 
 Tune ``config/audio-visual/demo.yaml`` on the valid split (``whisper-flamingo decode --split valid``);
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 
 STAGE1_CONFIG = ROOT / "config" / "audio" / "demo.yaml"
 STAGE2_CONFIG = ROOT / "config" / "audio-visual" / "demo.yaml"
+VSR_CONFIG = ROOT / "config" / "audio-visual" / "demo_vsr.yaml"
 SNRS = ("1000", "0", "-5")
 SNR_NAMES = {"1000": "clean", "0": "0 dB babble", "-5": "-5 dB babble"}
 
@@ -57,11 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stage-1 config (default: config/audio/demo.yaml)")
     parser.add_argument("--stage2-config", default=str(STAGE2_CONFIG),
                         help="stage-2 config (default: config/audio-visual/demo.yaml)")
+    parser.add_argument("--vsr-config", default=str(VSR_CONFIG),
+                        help="lip-reading config (default: config/audio-visual/demo_vsr.yaml)")
     parser.add_argument("--seed", type=int, default=0, help="corpus and training seed (default: 0)")
     parser.add_argument("--train", type=int, default=2400, help="training utterances (default: 2400)")
     parser.add_argument("--valid", type=int, default=40, help="validation utterances (default: 40)")
     parser.add_argument("--test", type=int, default=60, help="test utterances (default: 60)")
     parser.add_argument("--stage1-steps", type=int, default=None, help="stage-1 steps (default: the config's)")
+    parser.add_argument("--vsr-steps", type=int, default=None, help="lip-reading steps (default: the config's)")
     parser.add_argument("--stage2-steps", type=int, default=None, help="stage-2 steps (default: the config's)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel synthesis processes (default: 2)")
     parser.add_argument("--model", default="tiny.en", help="pretrained model name (default: tiny.en)")
@@ -89,10 +96,15 @@ def run(args: argparse.Namespace) -> int:
                          args.stage1_steps)
     timings["stage 1"] = time.perf_counter() - t
 
-    # stage 2: Whisper frozen; gated cross-attention + a from-scratch AV-HuBERT on the lips
+    # lip reading: a small AV-HuBERT from scratch, byte CTC on the videos alone
+    t = time.perf_counter()
+    vsr = train_stage(args.vsr_config, out, corpus, model_pt, "demo_vsr_tiny", args.seed, args.vsr_steps)
+    timings["lip reading"] = time.perf_counter() - t
+
+    # stage 2: Whisper and the lip reader frozen; the gated cross-attention layers learn
     t = time.perf_counter()
     stage2 = train_stage(args.stage2_config, out, corpus, model_pt, f"demo_flamingo_{args.model}", args.seed,
-                         args.stage2_steps, [f"pt_ckpt={stage1}"])
+                         args.stage2_steps, [f"pt_ckpt={stage1}", f"video_model_ckpt={vsr}"])
     timings["stage 2"] = time.perf_counter() - t
 
     # decoding: clean, 0 dB and -5 dB babble

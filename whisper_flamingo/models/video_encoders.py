@@ -11,10 +11,11 @@ scratch on a CPU.
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from whisper_flamingo.errors import ConfigError
 from whisper_flamingo.models.registry import create
+from whisper_flamingo.models.resnet import ResEncoder
 
 #: ``video_model_config`` size -> (AV-HuBERT configuration, front-end-only configuration)
 VIDEO_ENCODER_SIZES: dict[str, tuple[str, str]] = {
@@ -41,3 +42,36 @@ def new_video_encoder(name: str, use_av_hubert_encoder: bool = True, mode: str =
     if not use_av_hubert_encoder:
         return create(front_end)
     return create(avhubert, mode="pretrained" if mode == "pretrained" else "finetuned")
+
+
+#: classes of a CTC lip reader's output: blank (0) + the 256 byte values of UTF-8 text
+CTC_CLASSES = 257
+
+
+class CTCLipReader(nn.Module):
+    """A video encoder with a linear CTC head over bytes: the model of the ``vsr`` task (lip reading).
+
+    ``encoder`` is any video encoder of :func:`new_video_encoder` (``out_dim`` features per frame);
+    ``forward(video, padding_mask)`` gives per-frame logits ``(B, T, 257)`` (blank + bytes).  Its trained
+    ``encoder`` is what stage 2 loads as a frozen, lip-reading video encoder (the original's English
+    models use an AV-HuBERT fine-tuned for lip reading the same way, with its own labels).
+    """
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.ctc_head = nn.Linear(encoder.out_dim, CTC_CLASSES)
+
+    def features(self, video: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """The encoder's ``(B, T, D)`` features of ``video (B, 1, T, 88, 88)``."""
+        if isinstance(self.encoder, ResEncoder):
+            return self.encoder(video)  # the ResNet front end takes no padding mask
+        return self.encoder(video, padding_mask)
+
+    def forward(self, video: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        return self.ctc_head(self.features(video, padding_mask))
+
+
+def build_lip_reader(name: str, use_av_hubert_encoder: bool = True) -> CTCLipReader:
+    """A randomly initialised :class:`CTCLipReader` over the video encoder of size ``name``."""
+    return CTCLipReader(new_video_encoder(name, use_av_hubert_encoder))

@@ -327,6 +327,8 @@ class TextDecoder(nn.Module):
         self.blocks = nn.ModuleList(
             [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)])
         self.ln = LayerNorm(n_state)
+        #: None: logits come from the tied token embedding; an int8 copy (models.quantize) may replace it
+        self.output_projection: nn.Module | None = None
 
     def new_kv_cache(self, xa: Tensor, beams: int = 1, xv: Tensor | None = None, xa_valid: Tensor | None = None,
                      xv_valid: Tensor | None = None) -> KVCache:
@@ -361,6 +363,8 @@ class TextDecoder(nn.Module):
         if cache is not None:
             cache.offset += length
         x = self.ln(x)
+        if self.output_projection is not None:
+            return self.output_projection(x).float()
         return (x @ self.token_embedding.weight.to(x.dtype).T).float()
 
 

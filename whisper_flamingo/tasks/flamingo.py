@@ -45,6 +45,7 @@ from whisper_flamingo.models.flamingo import (
     modality_rng,
 )
 from whisper_flamingo.models.params import count_parameters, human
+from whisper_flamingo.models.video_encoders import CTC_CLASSES
 from whisper_flamingo.tasks.asr import IGNORE_INDEX, WhisperASRTask, build_whisper, token_accuracy, validation_search
 from whisper_flamingo.tasks.registry import register_task
 
@@ -82,8 +83,6 @@ def configure_trainable(model: WhisperFlamingo, cfg: Config) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- task
-#: CTC classes of the auxiliary lip-reading loss: blank (0) + the 256 byte values of UTF-8 text
-CTC_CLASSES = 257
 
 
 def video_ctc_loss(logits: torch.Tensor, padding_mask: torch.Tensor | None, texts: list[str]) -> torch.Tensor:

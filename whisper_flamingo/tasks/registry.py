@@ -34,6 +34,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "flamingo": "whisper_flamingo.tasks.flamingo",
     "tagging": "whisper_flamingo.tasks.tagging",
     "mae": "whisper_flamingo.tasks.mae",
+    "vsr": "whisper_flamingo.tasks.vsr",
 }
 
 
