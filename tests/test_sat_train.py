@@ -189,6 +189,25 @@ def test_sat_trains_from_psl_table_and_streams(tmp_path, tiny_models):
     assert probs.argmax(-1).tolist() == [SINE, SINE, NOISE, NOISE]
 
 
+def test_mae_with_fewer_training_clips_than_one_batch_is_a_one_line_error(tmp_path):
+    """As tagging's: whole batches only, so 2 clips with batch_size 4 would train nothing; setup says so."""
+    from whisper_flamingo.config import load_config
+    from whisper_flamingo.errors import ConfigError
+    from whisper_flamingo.tasks.registry import get_task
+
+    (tmp_path / "a.wav").touch()  # setup reads only the list, not the audio
+    clips = tmp_path / "clips.tsv"
+    clips.write_text("filename\na.wav\na.wav\n")
+    cfg = load_config(None, ["task=mae", f"data_train={clips}", f"data_val={clips}", "batch_size=4", "num_worker=0"])
+    with pytest.raises(ConfigError, match=r"clips.tsv: 2 training clips per pass, fewer than batch_size 4"):
+        get_task("mae").datamodule(cfg, None).setup("fit")
+    cfg = load_config(None, ["task=mae", f"data_train={clips}", f"data_val={clips}", "batch_size=4",
+                             "samples_per_epoch=8", "num_worker=0"])  # 8 draws per pass: 2 whole batches
+    dm = get_task("mae").datamodule(cfg, None)
+    dm.setup("fit")
+    assert len(dm.train_dataloader()) == 2
+
+
 def test_mae_pretraining_lowers_its_loss_and_its_encoder_starts_sat_training(tmp_path, tiny_models):
     from whisper_flamingo.config import load_config
     from whisper_flamingo.tasks.registry import get_task

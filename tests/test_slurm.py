@@ -60,6 +60,32 @@ def cluster_script(cluster: dict, action: str, timeout: int = 120) -> subprocess
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.parametrize("script, entry", [("train_audio.sh", "whisper_ft_muavic.py"),
+                                           ("train_video.sh", "whisper_ft_muavic_video.py")])
+def test_train_scripts_run_their_entry_point_from_a_spool_copy(tmp_path, script, entry):
+    """No cluster: sbatch runs a copy of the script (so train_common.sh is found from the submit directory);
+    a stub srun records what the job would run."""
+    (tmp_path / "bin").mkdir()
+    stub = tmp_path / "bin" / "srun"
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$OMP_NUM_THREADS" "$@" > "$SRUN_ARGS"\n')
+    stub.chmod(0o755)
+    copy = tmp_path / "spool" / "slurm_script"
+    copy.parent.mkdir()
+    shutil.copy(ROOT / "slurm" / script, copy)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "SLURM_SUBMIT_DIR": str(ROOT), "SLURM_JOB_ID": "7",
+           "SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS_PER_NODE": "4(x2)", "SLURM_CPUS_PER_TASK": "3",
+           "PY": "/bin/true", "SRUN_ARGS": str(tmp_path / "args")}
+    out = subprocess.run(["bash", str(copy), "c.yaml", "a=1", "b=two words"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "args").read_text().splitlines() == [
+        "3", "--kill-on-bad-exit=1", "/bin/true", "-u", entry, "c.yaml", "num_devices=4", "num_nodes=2", "a=1",
+        "b=two words"]
+    assert "job 7 SLURM_RESTART_COUNT=0 nodes=2 tasks_per_node=4" in out.stdout and "job 7 finished" in out.stdout
+    out = subprocess.run(["bash", str(copy)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and f"usage: sbatch slurm/{script} CONFIG.yaml" in out.stderr
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A local cluster in a folder of its own (port 6827, so a user's cluster on 6817 is left alone)."""

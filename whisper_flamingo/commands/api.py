@@ -122,15 +122,16 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
                long_form: str | None = None) -> Model:
     """Load a Whisper or Whisper-Flamingo model by name or path (see the module doc).
 
-    ``device``: None = CUDA when available, else CPU.  ``quantize``: None/``"none"`` or ``"int8"``
+    ``device``: None (or ``"auto"``) = CUDA when available, else CPU.  ``quantize``: None/``"none"`` or ``"int8"``
     (CPU only).  ``long_form``: force ``seek`` or ``window`` (default: ``seek`` for OpenAI's weights,
     ``window`` for fine-tuned checkpoints)."""
     from whisper_flamingo.checkpoints import is_whisper_flamingo_state, load_stage2_checkpoint
     from whisper_flamingo.checkpoints.names import detect_format, load_whisper
+    from whisper_flamingo.decoding.runner import pick_device
 
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise ConfigError(f"quantize={quantize!r}: use {' or '.join(QUANTIZE_CHOICES)}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(None if device is None else str(device))
     if quantize == "int8" and device.type != "cpu":
         raise ConfigError("quantize int8 is dynamic CPU quantisation: use device cpu (or no quantisation on GPU)")
     text = os.fspath(name_or_path)
@@ -155,15 +156,21 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
         from whisper_flamingo.models.whisper_at import TLTR
 
         head = TLTR.from_checkpoint(at_checkpoint).to(device).eval()
-        if head.cfg.rep_dim != model.dims.n_audio_state:
-            raise ConfigError(f"{at_checkpoint}: the head reads width-{head.cfg.rep_dim} features but {text} has "
-                              f"width {model.dims.n_audio_state}; pick the matching Whisper size")
+        check_at_head(head, model, at_checkpoint, text)
     if quantize == "int8":
         flags = (model.model_name, model.timestamp_trained)
         model = quantize_int8(model)
         model.model_name, model.timestamp_trained = flags
     log.info("loaded %s (%s%s) on %s", text, fmt or "released name", ", int8" if quantize == "int8" else "", device)
     return Model(model, model.model_name, head)
+
+
+def check_at_head(head: torch.nn.Module, model: torch.nn.Module, at_checkpoint: str | os.PathLike,
+                  what: str) -> None:
+    """Refuse a Whisper-AT head whose feature width is not the Whisper ``model``'s (``what`` names the model)."""
+    if head.cfg.rep_dim != model.dims.n_audio_state:
+        raise ConfigError(f"{at_checkpoint}: the head reads width-{head.cfg.rep_dim} features but {what} has "
+                          f"width {model.dims.n_audio_state}; pick the matching Whisper size")
 
 
 def transcribe_files(model: Model, paths: Sequence[str | os.PathLike], **options: Any) -> list[dict[str, Any]]:

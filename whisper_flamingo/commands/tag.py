@@ -107,6 +107,7 @@ def whisper_at_tagger(args: argparse.Namespace) -> Tagger:
     """A Whisper-AT tagger from ``--model`` / ``--at-checkpoint``."""
     from whisper_flamingo.checkpoints.names import load_whisper
     from whisper_flamingo.checkpoints.whisper_at import load_released
+    from whisper_flamingo.commands.api import check_at_head
     from whisper_flamingo.decoding.runner import pick_device
     from whisper_flamingo.decoding.search import SearchOptions
     from whisper_flamingo.decoding.tags import tag_segments
@@ -126,15 +127,13 @@ def whisper_at_tagger(args: argparse.Namespace) -> Tagger:
         window_steps(args.at_time_res)
     except ValueError as err:
         raise ConfigError(f"--at-time-res: {err}") from None
-    device = pick_device(None if args.device == "auto" else args.device)
+    device = pick_device(args.device)
     if args.model is None:
         model, head = load_released(args.at_checkpoint)
     else:
         model, head = load_whisper(args.model), TLTR.from_checkpoint(args.at_checkpoint)
     model, head = model.to(device), head.to(device)
-    if head.cfg.rep_dim != model.dims.n_audio_state:
-        raise ConfigError(f"{args.at_checkpoint}: the head reads width-{head.cfg.rep_dim} features but --model "
-                          f"{args.model} has width {model.dims.n_audio_state}; pick the matching Whisper size")
+    check_at_head(head, model, args.at_checkpoint, f"--model {args.model}")
     options = SearchOptions(beam_size=args.beam_size)
     top_k = TOP_K["whisper-at"] if args.top_k is None else args.top_k
     threshold = -1.0 if args.threshold is None else args.threshold
@@ -224,7 +223,7 @@ def load_tagging_model(args: argparse.Namespace) -> Loaded | None:
         return None
     from whisper_flamingo.decoding.runner import pick_device
 
-    model = model.to(pick_device(None if args.device == "auto" else args.device)).eval()
+    model = model.to(pick_device(args.device)).eval()
     n_classes = model.cfg.label_dim if family == "ast" else model.cfg.outputdim
     if args.labels:
         from whisper_flamingo.decoding.clip_tags import read_label_names

@@ -119,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--noise and --snr go together: pass both (e.g. --noise babble.wav --snr 0)")
     if args.tags_in_subtitles and not args.at_checkpoint:
         raise ConfigError("--tags-in-subtitles: pass --at-checkpoint (a Whisper-AT head) too")
-    device = None if args.device == "auto" else args.device
-    model = load_model(args.model, device, at_checkpoint=args.at_checkpoint,
+    model = load_model(args.model, args.device, at_checkpoint=args.at_checkpoint,
                        quantize=None if args.quantize == "none" else args.quantize,
                        long_form=None if args.long_form == "auto" else args.long_form)
     formats = OUTPUT_FORMATS if args.output_format == "all" else (args.output_format,)

@@ -145,14 +145,38 @@ def _split_timestamps(tokens: list[int], result: WindowResult, seek: int, segmen
     return segments, next_seek, single_ending
 
 
-def _finish(current: list[dict], all_segments: list[dict], all_tokens: list[int]) -> None:
-    for seg in current:
-        if seg["start"] == seg["end"] or not seg["text"].strip():
-            seg["text"], seg["tokens"] = "", []
-            if "words" in seg:
-                seg["words"] = []
-    all_segments.extend({"id": i, **s} for i, s in enumerate(current, start=len(all_segments)))
-    all_tokens.extend(t for s in current for t in s["tokens"])
+class _Transcript:
+    """What both loops carry from window to window: the fallback's sampling generator, the tokens and segments
+    so far, and where the prompt starts (after ``initial_prompt``; reset after a window decoded above
+    temperature 0.5, or after every window without ``condition_on_previous_text``)."""
+
+    def __init__(self, tokenizer, opts: LongFormOptions) -> None:
+        self.opts = opts
+        self.gen = torch.Generator().manual_seed(opts.seed)
+        self.initial: list[int] = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
+        self.tokens: list[int] = list(self.initial)
+        self.segments: list[dict] = []
+        self.prompt_reset = 0
+
+    def decode(self, model, features: Tensor, xv: Tensor | None, tokenizer, timestamps: bool) -> WindowResult:
+        """One window with the temperature fallback, prompted with the text since the last reset."""
+        return _decode_with_fallback(model, features, xv, tokenizer, self.tokens[self.prompt_reset:], self.opts,
+                                     timestamps, self.gen)
+
+    def add(self, current: list[dict], result: WindowResult) -> None:
+        """Keep a decoded window's segments (empty or zero-length ones blanked) and apply the prompt rule."""
+        for seg in current:
+            if seg["start"] == seg["end"] or not seg["text"].strip():
+                seg["text"], seg["tokens"] = "", []
+                if "words" in seg:
+                    seg["words"] = []
+        self.segments.extend({"id": i, **s} for i, s in enumerate(current, start=len(self.segments)))
+        self.tokens.extend(t for s in current for t in s["tokens"])
+        if not self.opts.condition_on_previous_text or result.temperature > 0.5:
+            self.prompt_reset = len(self.tokens)
+
+    def output(self, tokenizer) -> dict[str, Any]:
+        return {"text": tokenizer.decode(self.tokens[len(self.initial):]), "segments": self.segments}
 
 
 def run_seek(model, mel: Tensor, content_frames: int, tokenizer, encode: EncodeFn, opts: LongFormOptions,
@@ -161,12 +185,7 @@ def run_seek(model, mel: Tensor, content_frames: int, tokenizer, encode: EncodeF
 
     ``align(segments, window, features, xv, last_speech)`` adds word timings (``word_timestamps``) and
     returns the last word's end.  Returns ``{"text", "segments"}``."""
-    gen = torch.Generator().manual_seed(opts.seed)
-    all_tokens: list[int] = []
-    all_segments: list[dict] = []
-    initial = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
-    all_tokens.extend(initial)
-    prompt_reset = 0
+    transcript = _Transcript(tokenizer, opts)
     seek = 0
     last_speech = 0.0
     total = content_frames * HOP / SAMPLE_RATE
@@ -177,7 +196,7 @@ def run_seek(model, mel: Tensor, content_frames: int, tokenizer, encode: EncodeF
             segment_mel = torch.nn.functional.pad(segment_mel, (0, N_FRAMES - segment_mel.shape[-1]))
         window = Window(segment_mel, seek, size)
         features, xv = encode(window)
-        result = _decode_with_fallback(model, features, xv, tokenizer, all_tokens[prompt_reset:], opts, True, gen)
+        result = transcript.decode(model, features, xv, tokenizer, True)
         previous = seek
         if _silent(result, opts):
             seek += size
@@ -191,12 +210,10 @@ def run_seek(model, mel: Tensor, content_frames: int, tokenizer, encode: EncodeF
                 seek = round(end * SAMPLE_RATE / HOP)
             if end is not None:
                 last_speech = end
-        _finish(current, all_segments, all_tokens)
-        if not opts.condition_on_previous_text or result.temperature > 0.5:
-            prompt_reset = len(all_tokens)
+        transcript.add(current, result)
         if progress:
             progress(min(seek, content_frames) * HOP / SAMPLE_RATE, total)
-    return {"text": tokenizer.decode(all_tokens[len(initial):]), "segments": all_segments}
+    return transcript.output(tokenizer)
 
 
 def run_windows(model, samples: np.ndarray, n_mels: int, tokenizer, encode: EncodeFn, opts: LongFormOptions,
@@ -209,26 +226,19 @@ def run_windows(model, samples: np.ndarray, n_mels: int, tokenizer, encode: Enco
     n = len(samples)
     spans = split_points(samples) if mode == "window" else [
         (s, min(s + N_FRAMES * HOP, n)) for s in range(0, n, N_FRAMES * HOP)]
-    gen = torch.Generator().manual_seed(opts.seed)
-    all_tokens: list[int] = []
-    all_segments: list[dict] = []
-    initial = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
-    all_tokens.extend(initial)
-    prompt_reset = 0
+    transcript = _Transcript(tokenizer, opts)
     last_speech = 0.0
     for a, b in spans:
         window = Window(log_mel(pad_or_trim(samples[a:b]), n_mels), a // HOP, max(1, (b - a) // HOP))
         features, xv = encode(window)
-        result = _decode_with_fallback(model, features, xv, tokenizer, all_tokens[prompt_reset:], opts, False, gen)
+        result = transcript.decode(model, features, xv, tokenizer, False)
         current = [_segment(window.seek, a / SAMPLE_RATE, b / SAMPLE_RATE, result.tokens, result, tokenizer)]
         if _silent(result, opts):
             current[0]["text"], current[0]["tokens"] = "", []
         elif opts.word_timestamps and align is not None:
             end = align(current, window, features, xv, last_speech)
             last_speech = end if end is not None else last_speech
-        _finish(current, all_segments, all_tokens)
-        if not opts.condition_on_previous_text or result.temperature > 0.5:
-            prompt_reset = len(all_tokens)
+        transcript.add(current, result)
         if progress:
             progress(b / SAMPLE_RATE, n / SAMPLE_RATE)
-    return {"text": tokenizer.decode(all_tokens[len(initial):]), "segments": all_segments}
+    return transcript.output(tokenizer)

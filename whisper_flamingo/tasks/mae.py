@@ -2,7 +2,9 @@
 
 A task of its own rather than a ``tagging`` variant: it has no labels, no label CSV, no mAP and no
 balanced sampling; it validates a loss, not tags, and its product is an encoder, not a head.  What it
-shares with tagging (Adam, the cosine schedule) it imports from :mod:`whisper_flamingo.tasks.tagging`.
+shares with tagging (Adam, the cosine schedule) it imports from :mod:`whisper_flamingo.tasks.tagging`; its data
+module is a :class:`~whisper_flamingo.tasks.clip_data.ClipDataModule`, as tagging's is (whole batches only: a
+pass of fewer clips than ``batch_size`` is an error).
 
 * Model: a registry :class:`~whisper_flamingo.models.sat_mae.AudioMAE` (``tagging_model: sat-mae-t``,
   ``-s``, ``-b``): mask ratio 0.75, per-patch normalised MSE on the masked patches.
@@ -34,8 +36,8 @@ from torch.utils.data import DataLoader
 
 from whisper_flamingo.config import Config
 from whisper_flamingo.data.sat_psl import CropDataset, read_wav_list
-from whisper_flamingo.data.tagging import WeightedEpochBatchSampler
 from whisper_flamingo.errors import ConfigError
+from whisper_flamingo.tasks.clip_data import ClipDataModule
 from whisper_flamingo.tasks.registry import register_task
 from whisper_flamingo.tasks.tagging import tagging_optimizer
 
@@ -60,36 +62,25 @@ def build_mae_model(cfg: Config) -> nn.Module:
     return model
 
 
-class MAEDataModule(pl.LightningDataModule):
+class MAEDataModule(ClipDataModule):
     """Random crops of the training clips, the first ``audio_max_length`` samples of the validation clips."""
 
     def __init__(self, cfg: Config) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.val_names = ["val"]
-        self.datasets: dict[str, CropDataset] = {}
+        self.collator = torch.stack
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         cfg = self.cfg
-        for key in ("data_train", "data_val"):
-            if not getattr(cfg, key):
-                raise ConfigError(f"key '{key}' is empty; task: mae needs a list of audio clips")
+        self.require_lists("task: mae needs a list of audio clips")
         self.datasets["train"] = CropDataset(read_wav_list(cfg.data_train), cfg.audio_max_length, True, cfg.seed)
         self.datasets["val"] = CropDataset(read_wav_list(cfg.data_val), cfg.audio_max_length, False, cfg.seed)
-        self.train_sampler = WeightedEpochBatchSampler(len(self.datasets["train"]), max(1, int(cfg.batch_size)),
-                                                       num_samples=cfg.samples_per_epoch, seed=cfg.seed)
-
-    def _loader(self, dataset: CropDataset, **kw: Any) -> DataLoader:
-        workers = self.cfg.num_worker
-        return DataLoader(dataset, collate_fn=torch.stack, num_workers=workers, persistent_workers=workers > 0, **kw)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["train"], batch_sampler=self.train_sampler)
+        self.make_train_sampler()
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["val"], batch_size=max(1, int(self.cfg.batch_size)), shuffle=False)
+        return self._eval_loader("val")
 
 
 def mae_datamodule(cfg: Config, model: nn.Module) -> MAEDataModule:

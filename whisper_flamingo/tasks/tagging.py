@@ -56,13 +56,13 @@ from whisper_flamingo.data.tagging import (
     INPUT_KINDS,
     TagCollator,
     TaggingDataset,
-    WeightedEpochBatchSampler,
     balanced_weights,
     read_label_csv,
     read_tagging_list,
     write_weight_file,
 )
 from whisper_flamingo.errors import ConfigError
+from whisper_flamingo.tasks.clip_data import ClipDataModule
 from whisper_flamingo.tasks.registry import register_task
 
 log = logging.getLogger(__name__)
@@ -135,25 +135,23 @@ def init_from_vit(model: nn.Module, path: str) -> None:
              ", ".join(left) or "none")
 
 
-class TaggingDataModule(pl.LightningDataModule):
+class TaggingDataModule(ClipDataModule):
     """Training/validation/eval clips of the JSON lists, read by the model's input kind."""
 
     def __init__(self, cfg: Config, kind: str) -> None:
-        super().__init__()
+        super().__init__(cfg)
         if kind not in INPUT_KINDS:
             raise ConfigError(f"tagging input kind {kind!r} is not available here (known: "
                               f"{', '.join(sorted(INPUT_KINDS))}); the model family that needs it registers it")
-        self.cfg, self.kind = cfg, kind
+        self.kind = kind
         self.val_names: list[str] = ["val"] + (["test"] if cfg.data_eval else [])
-        self.datasets: dict[str, TaggingDataset] = {}
+        self.datasets: dict[str, TaggingDataset] = {}  # type: ignore[assignment]
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         cfg = self.cfg
-        for key in ("data_train", "data_val"):
-            if not getattr(cfg, key):
-                raise ConfigError(f"key '{key}' is empty; the tagging task needs a JSON data list")
+        self.require_lists("the tagging task needs a JSON data list")
         labels = labels_of(cfg)
         self.labels = labels
         loader = INPUT_KINDS[self.kind](cfg)
@@ -183,27 +181,10 @@ class TaggingDataModule(pl.LightningDataModule):
         elif cfg.balanced_sampling:
             weights = balanced_weights(self.datasets["train"].records, len(labels))
             log.info("balanced sampling weights written to %s", write_weight_file(cfg.data_train, weights))
-        self.train_sampler = WeightedEpochBatchSampler(len(self.datasets["train"]), self.batch_size,
-                                                       weights=weights, num_samples=cfg.samples_per_epoch,
-                                                       seed=cfg.seed)
-        if len(self.train_sampler) == 0:  # every batch is whole: fewer draws than one batch train nothing
-            raise ConfigError(f"{cfg.data_train}: {self.train_sampler.num_samples} training clips per pass, fewer "
-                              f"than batch_size {self.batch_size}; lower batch_size (or raise samples_per_epoch)")
-
-    @property
-    def batch_size(self) -> int:
-        return max(1, int(self.cfg.batch_size))
-
-    def _loader(self, dataset: TaggingDataset, **kw: Any) -> DataLoader:
-        workers = self.cfg.num_worker
-        return DataLoader(dataset, collate_fn=self.collator, num_workers=workers,
-                          persistent_workers=workers > 0, **kw)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["train"], batch_sampler=self.train_sampler)
+        self.make_train_sampler(weights)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.datasets[n], batch_size=self.batch_size, shuffle=False) for n in self.val_names]
+        return [self._eval_loader(n) for n in self.val_names]
 
 
 def tagging_datamodule(cfg: Config, model: nn.Module) -> TaggingDataModule:
