@@ -161,6 +161,7 @@ def test_demo_paths_derive_from_work_dir(tmp_path: Path):
     assert cfg.noise_fn_val == f"{tmp_path}/corpus/noise/babble/valid.tsv"
     av = load_config(ROOT / "config/audio-visual/demo.yaml", [f"work_dir={tmp_path}"], resolve=False)
     assert av.pt_ckpt == f"{tmp_path}/checkpoints/demo_tiny.en/last.ckpt"
+    assert av.video_model_ckpt == f"{tmp_path}/checkpoints/demo_vsr_tiny/last.ckpt"
     assert "demo_out" not in (ROOT / "config/audio/demo.yaml").read_text().split("work_dir: demo_out", 1)[1]
     assert load_config(None, ["train_id=run7", "check_output_dir=/x/${train_id}"]).check_output_dir == "/x/run7"
     with pytest.raises(ConfigError, match="names no key"):

@@ -77,7 +77,8 @@ def scores(logdir: Path, suffix: str) -> dict[str, list[tuple[int, float]]]:
 def test_two_ranks_validate_disjoint_halves_and_score_as_one(setup, task):
     config = "config/audio/demo.yaml" if task == "asr" else "config/audio-visual/demo.yaml"
     extra = {} if task == "asr" else dict(freeze_video_batch_norm_stats=True, video_ctc_weight=0.0,
-                                          monitor="val_noisy_en_babble/acc_av")
+                                          monitor="val_noisy_en_babble/acc_av", video_model_ckpt="",
+                                          freeze_video_model=False)
     one = run_cli(config, overrides(setup, f"{task}1", **extra))
     assert one.returncode == 0, one.stderr[-4000:]
     two = run_cli(config, overrides(setup, f"{task}2", num_devices=2, **extra))

@@ -88,7 +88,7 @@ class Config:
     task: str = field(default="auto", metadata=_doc(
         "Training task (whisper_flamingo.tasks.registry): asr (stage 1, audio-only Whisper) or flamingo "
         "(stage 2, Whisper-Flamingo) or tagging (sound-event tags, config/tagging/) or mae (SAT's ViT "
-        "pre-training); auto = flamingo when "
+        "pre-training) or vsr (lip reading: a video encoder trained with byte CTC for stage 2); auto = flamingo when "
         "add_gated_x_attn is set or av_fusion is separate / "
         "lip-reader, else asr (as the original chose its script)."))
 
@@ -200,12 +200,14 @@ class Config:
         "Debugging data order: append the ids of every training batch to <dir>/rank<k>.txt."))
 
     # ----- stage 2: audio-visual (Whisper-Flamingo) -----
-    video_model_ckpt: str = field(default="", metadata=_doc("AV-HuBERT checkpoint."))
+    video_model_ckpt: str = field(default="", metadata=_doc(
+        "AV-HuBERT checkpoint; with video_model_config: a lip reader of that size (task: vsr checkpoint)."))
     video_model_config: str = field(default="", metadata=_doc(
         "Without video_model_ckpt: tiny, base or large = a randomly initialised AV-HuBERT (the ResNet front end "
         "alone without use_av_hubert_encoder) trained from scratch; tiny also narrows the ResNet (CPU demos); "
         "lip2d = a per-frame 2D CNN + temporal convolutions (models/lip_frontends.py, CPU demos; "
-        "use_av_hubert_encoder does not apply)."))
+        "use_av_hubert_encoder does not apply).  With video_model_ckpt: the size of that lip reader, whose "
+        "encoder weights are loaded.  task: vsr: the size of the encoder it trains."))
     video_model_mode: str = field(default="auto", metadata=_doc(
         "AV-HuBERT code path: finetuned, pretrained, or auto (from the checkpoint's keys)."))
     freeze_video_model: bool = field(default=True, metadata=_doc("Keep AV-HuBERT frozen."))

@@ -93,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", default=None, help="a noise file mixed in first (with --snr)")
     parser.add_argument("--snr", type=float, default=None, help="signal-to-noise ratio of --noise in dB")
     parser.add_argument("--quantize", default="none", choices=["none", "int8"],
-                        help="int8: dynamic int8 quantisation of the linear layers (CPU)")
+                        help="int8: every linear layer in int8, activations scaled per row (CPU)")
 
 
 def _temperatures(args: argparse.Namespace) -> tuple[float, ...]:
