@@ -12,8 +12,9 @@ One model (``--model``, default ``tiny.en``) with the same weights everywhere:
   hypotheses of a model (and so the work), so the cost of the masks alone is timed by the
   ``mask-cost`` rows: the same batches with and without masks, end-of-text suppressed so that every
   utterance decodes exactly ``--mask-cost-tokens`` tokens;
-* ours with ``--quantize int8`` (``int8 ...`` rows; CPU only): the same model after dynamic int8
-  quantisation of every linear layer (:func:`whisper_flamingo.commands.api.quantize_int8`), 30-s padded,
+* ours with ``--quantize int8`` (``int8 ...`` rows; CPU only): the same model with every linear layer and the
+  vocabulary projection in int8, activations scaled per row
+  (:func:`whisper_flamingo.models.quantize.quantize_int8`), 30-s padded,
   per utterance and batched, greedy and beam 5;
 * openai-whisper ``whisper.decode`` per utterance (30-s padded), greedy and beam 5;
 * CTranslate2 ``ctranslate2.models.Whisper`` (the engine of faster-whisper; the faster-whisper package is
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                                       forced=args.mask_cost_tokens)
 
     if device.type == "cpu":
-        from whisper_flamingo.commands.api import quantize_int8
+        from whisper_flamingo.models.quantize import quantize_int8
 
         ours_int8 = quantize_int8(copy.deepcopy(ours))
         for beam in beams:

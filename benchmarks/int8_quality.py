@@ -3,6 +3,7 @@
 Utterances as ``decode_speed.py`` takes them (``--muavic-root``'s English test set, at most ``--max-seconds``
 long, the first ``--max-utterances``, plus ``../shared/data/jfk.flac``), 30-s padded, greedy, batches of 8.
 Prints both WERs (fairseq normaliser), how many hypotheses are identical, every pair that differs, and
+the relative L2 error of each encoder linear layer's int8 output on the first clip (its float32 input), and
 the last line ``float_wer=<x> int8_wer=<y> int8_wer_delta=<y-x> identical=<n>/<N>``.
 
     python benchmarks/int8_quality.py --muavic-root demo_out/corpus --max-utterances 60
@@ -25,6 +26,24 @@ from decode_speed import load_utterances, mels, stack  # noqa: E402
 log = logging.getLogger("int8_quality")
 
 
+def layer_errors(model: torch.nn.Module, mel: torch.Tensor, int8_linear: type) -> dict[str, float]:
+    """Encoder linear layer name -> ``|int8(x) - float(x)| / |float(x)|`` for its input ``x`` from ``mel``."""
+    errors: dict[str, float] = {}
+
+    def hook(name: str):
+        def record(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            errors[name] = float((int8_linear.from_linear(module)(inputs[0]) - output).norm() / output.norm())
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.encoder.named_modules()
+               if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        model.encoder(mel[None])
+    for h in handles:
+        h.remove()
+    return errors
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tiny.en", help="Whisper name or checkpoint (default: tiny.en)")
@@ -41,7 +60,7 @@ def main() -> None:
     from whisper_flamingo.checkpoints.names import load_whisper
     from whisper_flamingo.decoding.scoring import wer_cer
     from whisper_flamingo.decoding.search import SearchOptions, decode_batch
-    from whisper_flamingo.models.quantize import quantize_int8
+    from whisper_flamingo.models.quantize import Int8Linear, quantize_int8
 
     model = load_whisper(args.model).eval()
     models = {"float32": model, "int8": quantize_int8(copy.deepcopy(model))}
@@ -57,6 +76,9 @@ def main() -> None:
             group = ms[i:i + 8]
             hyps[name] += [h.text for h in decode_batch(m, stack(group), [prompt] * len(group), tok,
                                                         SearchOptions())]
+    errors = layer_errors(model, ms[0], Int8Linear)
+    log.info("encoder linear layers, int8 output vs float32 (relative L2, first clip): %.2f-%.2f %%",
+             100 * min(errors.values()), 100 * max(errors.values()))
     refs = [u["ref"] for u in utts]
     wer = {name: float(wer_cer(refs, h)["wer"]) for name, h in hyps.items()}
     same = sum(a == b for a, b in zip(hyps["float32"], hyps["int8"]))

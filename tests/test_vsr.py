@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from corpus_utils import tensorboard_scalars
 from test_stage2 import overrides, setup, train, weights  # noqa: F401  (setup is a module fixture)
 
 from whisper_flamingo.decoding.ctc import ctc_greedy_texts
@@ -13,7 +14,7 @@ from whisper_flamingo.errors import ConfigError
 
 
 def _vsr_args(s: dict[str, Path], run: str, **kw) -> list[str]:
-    args = overrides(s, run, **dict(dict(prob_use_av=1.0, prob_use_a=0.0), **kw))
+    args = overrides(s, run, **kw)
     return [a for a in args if not a.startswith(("monitor=", "add_gated_x_attn=", "av_fusion="))] + \
         ["task=vsr", "monitor=val/cer", "monitor_mode=min", "noise_prob=0.0", "gradient_clip_val=1.0",
          "val_decode=true"]
@@ -60,6 +61,8 @@ def test_vsr_trains_and_stage2_loads_its_encoder_frozen(setup):  # noqa: F811
     assert saved["global_step"] == 3 and saved["hyper_parameters"]["config"]["task"] == "vsr"
     lip = weights(ckpt)
     assert any(k.startswith("ctc_head.") for k in lip)
+    logged = tensorboard_scalars(setup["root"] / "logs" / "whisper" / "vsr")
+    assert {"val/loss", "val/cer", "val/wer", "train/loss"} <= set(logged), sorted(logged)
 
     # stage 2 over it: the encoder's weights are the lip reader's, bit for bit, and stay so (frozen)
     args = overrides(setup, "s2", video_model_ckpt=ckpt, freeze_video_model="true",

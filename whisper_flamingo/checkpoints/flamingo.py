@@ -207,14 +207,9 @@ def _lip_reader_size(ckpt: Any) -> str | None:
     return str(values.get("video_model_config") or "")
 
 
-def is_lip_reader_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a Lightning checkpoint of the ``vsr`` (lip reading) task."""
-    return _lip_reader_size(read_checkpoint_file(path, mmap=True)) is not None
-
-
-def lip_reader_size(path: str | Path) -> str:
-    """The ``video_model_config`` a ``vsr`` checkpoint was trained with."""
-    return _lip_reader_size(read_checkpoint_file(path, mmap=True)) or ""
+def lip_reader_size(path: str | Path) -> str | None:
+    """The ``video_model_config`` a ``vsr`` (lip reading) checkpoint was trained with; None for any other file."""
+    return _lip_reader_size(read_checkpoint_file(path, mmap=True))
 
 
 def load_lip_reader_encoder(encoder: torch.nn.Module, path: str | Path, size: str) -> None:
@@ -243,8 +238,8 @@ def build_stage2_model(cfg: Any, whisper: torch.nn.Module) -> WhisperFlamingo:
     fusion = fusion_from_config(cfg.av_fusion)
     gated = bool(cfg.add_gated_x_attn)
     if cfg.video_model_ckpt and not cfg.video_model_config:
-        if is_lip_reader_checkpoint(cfg.video_model_ckpt):
-            size = lip_reader_size(cfg.video_model_ckpt)
+        size = lip_reader_size(cfg.video_model_ckpt)
+        if size is not None:
             raise ConfigError(f"video_model_ckpt: {cfg.video_model_ckpt} is a lip reader (task: vsr) of "
                               f"video_model_config {size!r}; set video_model_config: {size} as well")
         return build_whisper_flamingo(cfg, whisper)

@@ -205,11 +205,17 @@ def _add_common(p, suffix_help: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _jobs(args: argparse.Namespace, suffix: str, extensions=None):
-    from whisper_flamingo.preparation.jobs import VIDEO_EXTENSIONS, find_inputs, plan_jobs, shard
+def _run_jobs(args: argparse.Namespace, step: str, suffix: str, work, extensions=None, unit: str = "file") -> int:
+    """Plan ``<out>/<relative path><suffix>`` for every input under ``--src`` (this ``--rank``'s share), run
+    ``work(job, tmp_out)`` on the missing ones (preparation.jobs.run_step) and print the summary line."""
+    from whisper_flamingo.preparation.jobs import VIDEO_EXTENSIONS, find_inputs, plan_jobs, run_step, shard
 
     root, files = find_inputs(args.src, args.list, extensions or VIDEO_EXTENSIONS)
-    return shard(plan_jobs(root, files, args.out, suffix), args.rank, args.nshard)
+    jobs = shard(plan_jobs(root, files, args.out, suffix), args.rank, args.nshard)
+    summary = run_step(step, jobs, work, on_bad_sample=args.on_bad_sample, overwrite=args.overwrite,
+                       progress=not args.no_progress, unit=unit)
+    print(summary.line())  # noqa: T201 - the command's user-facing summary
+    return 0
 
 
 def _add_extract_audio(sub) -> None:
@@ -223,15 +229,9 @@ def _add_extract_audio(sub) -> None:
 
 def _run_extract_audio(args: argparse.Namespace) -> int:
     from whisper_flamingo.preparation.extract_audio import extract_one
-    from whisper_flamingo.preparation.jobs import run_step
 
     exts = tuple(e if e.startswith(".") else f".{e}" for e in args.extensions) if args.extensions else None
-    jobs = _jobs(args, ".wav", exts)
-    summary = run_step("extract-audio", jobs, lambda job, tmp: extract_one(job.src, tmp),
-                       on_bad_sample=args.on_bad_sample, overwrite=args.overwrite,
-                       progress=not args.no_progress)
-    print(summary.line())  # noqa: T201 - the command's user-facing summary
-    return 0
+    return _run_jobs(args, "extract-audio", ".wav", lambda job, tmp: extract_one(job.src, tmp), exts)
 
 
 def _add_landmarks(sub) -> None:
@@ -253,7 +253,6 @@ def _add_landmarks(sub) -> None:
 
 
 def _run_landmarks(args: argparse.Namespace) -> int:
-    from whisper_flamingo.preparation.jobs import run_step
     from whisper_flamingo.preparation.landmarks import detect_video, from_precomputed
 
     def work(job, tmp):
@@ -265,11 +264,7 @@ def _run_landmarks(args: argparse.Namespace) -> int:
         lm.save(tmp)
         return {"frames": int(lm.found.size), "frames with a face": int(lm.found.sum())}
 
-    jobs = _jobs(args, ".npz", (".pkl", ".pickle") if args.precomputed else None)
-    summary = run_step("landmarks", jobs, work, on_bad_sample=args.on_bad_sample, overwrite=args.overwrite,
-                       progress=not args.no_progress, unit="video")
-    print(summary.line())  # noqa: T201 - the command's user-facing summary
-    return 0
+    return _run_jobs(args, "landmarks", ".npz", work, (".pkl", ".pickle") if args.precomputed else None, "video")
 
 
 def _add_crop_mouth(sub) -> None:
@@ -300,7 +295,6 @@ def _run_crop_mouth(args: argparse.Namespace) -> int:
 
     from whisper_flamingo.errors import DataError
     from whisper_flamingo.preparation.crop import contact_sheet, crop_video, load_mean_face
-    from whisper_flamingo.preparation.jobs import run_step
     from whisper_flamingo.preparation.landmarks import load_landmarks, read_frames
     from whisper_flamingo.preparation.synthetic.video import write_mp4
 
@@ -320,11 +314,7 @@ def _run_crop_mouth(args: argparse.Namespace) -> int:
             contact_sheet(pixels, job.out.with_suffix(".png"), lm.found)
         return {"frames": len(pixels)}
 
-    jobs = _jobs(args, ".mp4")
-    summary = run_step("crop-mouth", jobs, work, on_bad_sample=args.on_bad_sample, overwrite=args.overwrite,
-                       progress=not args.no_progress, unit="video")
-    print(summary.line())  # noqa: T201 - the command's user-facing summary
-    return 0
+    return _run_jobs(args, "crop-mouth", ".mp4", work, unit="video")
 
 
 def _add_corpus_manifest(sub) -> None:

@@ -30,6 +30,7 @@ import csv
 import json
 import logging
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,11 +268,12 @@ class FeatureStore:
 
 
 # ---------------------------------------------------------------------------------------------- input kinds
-class InputLoader:
-    """How one input kind reads, mixes and batches clips (see module doc)."""
+class InputLoader(ABC):
+    """How one input kind reads, mixes and batches clips (see module doc); a kind defines :meth:`load`."""
 
+    @abstractmethod
     def load(self, record: TagRecord) -> torch.Tensor:
-        raise NotImplementedError
+        """One clip's input tensor."""
 
     def mix(self, a: TagRecord, b: TagRecord, lam: float) -> torch.Tensor:
         return lam * self.load(a) + (1.0 - lam) * self.load(b)

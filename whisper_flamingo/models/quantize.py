@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from whisper_flamingo.models.whisper import TextDecoder
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +88,10 @@ def quantize_int8(model: nn.Module) -> nn.Module:
             if isinstance(child, nn.Linear):
                 setattr(parent, name, Int8Linear.from_linear(child))
                 swapped += 1
-        if hasattr(parent, "output_projection") and hasattr(parent, "token_embedding"):
+        if isinstance(parent, TextDecoder):
             parent.output_projection = Int8Linear(parent.token_embedding.weight)
     log.info("int8: %d linear layers quantised (int8 weights per channel, int8 activations per row)", swapped)
     return model.eval()
 
 
-def linear_reference(x: Tensor, layer: Int8Linear) -> Tensor:
-    """The float32 product of ``x`` with the layer's dequantised weight (tests and error measurements)."""
-    w = (layer.weight_int8.float() * layer.weight_scale).t()
-    return F.linear(x.float(), w, layer.bias)
-
-
-__all__ = ["Int8Linear", "quantize_int8", "int8_supported", "linear_reference"]
+__all__ = ["Int8Linear", "quantize_int8", "int8_supported"]

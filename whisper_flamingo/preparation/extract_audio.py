@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from whisper_flamingo.errors import DataError
+from whisper_flamingo.preparation.media import open_container
 
 SAMPLE_RATE = 16000
 
@@ -20,13 +21,7 @@ def decode_audio_16k(path: str | Path) -> np.ndarray:
     import av
 
     path = Path(path)
-    if path.stat().st_size == 0:
-        raise DataError("empty file (0 bytes); re-download it or leave it out", reason="empty_file", path=path)
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise DataError(f"not a media file FFmpeg can read ({err}); re-download it or leave it out",
-                        reason="unreadable", path=path) from None
+    container = open_container(path)
     chunks: list[np.ndarray] = []
     try:
         if not container.streams.audio:

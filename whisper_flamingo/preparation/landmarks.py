@@ -98,14 +98,10 @@ def read_frames(path: str | Path, fps: int = FPS, fmt: str = "rgb24") -> Iterato
     of ``fps`` is passed through frame for frame)."""
     import av
 
+    from whisper_flamingo.preparation.media import open_container
+
     path = Path(path)
-    if path.stat().st_size == 0:
-        raise DataError("empty file (0 bytes); re-download it or leave it out", reason="empty_file", path=path)
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise DataError(f"not a video FFmpeg can read ({err}); leave it out", reason="unreadable",
-                        path=path) from None
+    container = open_container(path, "video", "leave it out")
     try:
         if not container.streams.video:
             raise DataError("has no video stream; leave it out", reason="no_video", path=path)

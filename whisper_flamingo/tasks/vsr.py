@@ -57,7 +57,8 @@ class LipReadingTask(WhisperASRTask):
                  val_names: Sequence[str] = ()) -> None:
         super().__init__(cfg, model, tokenizer="bytes", val_names=val_names)  # no Whisper tokenizer: bytes
 
-    def _ctc(self, batch: dict[str, Any], reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    def _ctc(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean per-byte CTC loss, logits) of a batch."""
         mask = batch.get("video_padding_mask")
         logits = self.model(batch["video"], mask)
         return video_ctc_loss(logits, mask, batch["texts"]), logits
@@ -70,7 +71,7 @@ class LipReadingTask(WhisperASRTask):
         return loss
 
     def _new_acc(self) -> dict[str, Any]:
-        return {"loss_sum": 0.0, "batches": 0, "utterances": 0, "refs": [], "hyps": []}
+        return {"loss_sum": 0.0, "utterances": 0, "refs": [], "hyps": []}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         from whisper_flamingo.decoding.ctc import ctc_greedy_texts
